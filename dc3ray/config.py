@@ -1,0 +1,351 @@
+"""Frozen, validated configs per stage, loadable from YAML with `a.b=value` overrides.
+
+No ray import here: configs cross Ray boundaries as plain dicts (`to_dict`) and are rebuilt
+on the far side (`from_dict`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the setting and what to do."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+# --------------------------------------------------------------------------------------------
+# Stage configs
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IngestConfig:
+    shard_rows: int = 1000          # rows per Parquet file
+    class_map: str | None = None    # JSON {name: index} or a text file, one class per line
+    num_workers: int = 2            # processes validating images in parallel
+
+    def __post_init__(self):
+        _check(self.shard_rows >= 1, f"ingest.shard_rows must be >= 1, got {self.shard_rows}")
+        _check(self.num_workers >= 1, f"ingest.num_workers must be >= 1, got {self.num_workers}")
+
+
+BACKBONES = ("efficientnet_lite0", "resnet18", "vae", "teacher", "convnet3")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Step 1 of the method: embeddings that define per-class bins."""
+    backbone: str = "efficientnet_lite0"
+    model_path: str | None = None   # local weights/folder (VAE folder, ResNet-18 / teacher ckpt)
+    image_size: int = 224
+    batch_size: int = 64
+    num_actors: int = 1
+    num_cpus_per_actor: float = 1.0
+    fp16: bool = True               # only used on CUDA
+
+    def __post_init__(self):
+        _check(self.backbone in BACKBONES,
+               f"embed.backbone={self.backbone!r} is unknown; choose one of {BACKBONES}")
+        _check(self.image_size >= 8, f"embed.image_size must be >= 8, got {self.image_size}")
+        _check(self.batch_size >= 1, f"embed.batch_size must be >= 1, got {self.batch_size}")
+        _check(self.num_actors >= 1, f"embed.num_actors must be >= 1, got {self.num_actors}")
+        _check(self.backbone not in ("vae", "teacher", "resnet18") or self.model_path,
+               f"embed.backbone={self.backbone!r} needs embed.model_path (a local path)")
+
+
+@dataclass(frozen=True)
+class GradConfig:
+    """Step 2 features: last-layer gradient factors (e = dL/dz, h = penultimate)."""
+    backbone: str = "efficientnet_lite0"
+    model_path: str | None = None
+    image_size: int = 224
+    batch_size: int = 64
+    num_actors: int = 1
+    num_cpus_per_actor: float = 1.0
+
+    def __post_init__(self):
+        _check(self.backbone in BACKBONES and self.backbone != "vae",
+               f"grad.backbone={self.backbone!r} is unknown; choose one of "
+               f"{tuple(b for b in BACKBONES if b != 'vae')}")
+        _check(self.image_size >= 8, f"grad.image_size must be >= 8, got {self.image_size}")
+        _check(self.batch_size >= 1, f"grad.batch_size must be >= 1, got {self.batch_size}")
+        _check(self.backbone not in ("teacher", "resnet18") or self.model_path,
+               f"grad.backbone={self.backbone!r} needs grad.model_path (a local path)")
+
+
+SELECT_METHODS = ("dc3", "graphcut", "facility", "random", "herding", "kcenter", "centroid")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    method: str = "dc3"
+    ipc: int = 10
+    k: int = 10                     # bins per class (clamped to ipc and class size)
+    pca_dim: int = 50
+    seed: int = 42
+    take_all: bool = False          # a class smaller than ipc keeps all its images instead of failing
+    faithful: bool = False          # reproduce the reference code's quirks (DESIGN.md step 2)
+    max_in_flight: int = 4          # per-class Ray tasks in flight
+
+    def __post_init__(self):
+        _check(self.method in SELECT_METHODS,
+               f"select.method={self.method!r} is unknown; choose one of {SELECT_METHODS}")
+        _check(self.ipc >= 1, f"select.ipc must be >= 1, got {self.ipc}")
+        _check(self.k >= 1, f"select.k must be >= 1, got {self.k}")
+        _check(self.pca_dim >= 1, f"select.pca_dim must be >= 1, got {self.pca_dim}")
+        _check(self.max_in_flight >= 1, f"select.max_in_flight must be >= 1")
+
+
+COMPENSATORS = ("none", "classical", "instructpix2pix", "img2img")
+BLEND_MODES = ("gradient", "random", "grid", "none")
+DEFAULT_TEMPLATE = "Adjust the color hue to be {p} and preserve all details and content"
+WARM_WORDS = ("sunny", "golden hour", "sepia", "vivid colors", "daylight")
+COLD_WORDS = ("rainy", "snowy", "frozen lake", "infrared", "underwater")
+
+
+@dataclass(frozen=True)
+class CompensateConfig:
+    compensator: str = "classical"
+    model_path: str | None = None   # local diffusers folder or hub id (diffusion compensators)
+    steps: int = 100
+    guidance: float = 4.0
+    image_guidance: float = 1.5
+    strength: float = 0.5           # img2img only
+    size: int = 256                 # diffusion working resolution
+    template: str = DEFAULT_TEMPLATE
+    warm: tuple[str, ...] = WARM_WORDS
+    cold: tuple[str, ...] = COLD_WORDS
+    blend: str = "gradient"
+    ramp: int = 20                  # px of linear ramp for `gradient`
+    cell: int = 8                   # cells per side for `grid`
+    keep_originals: bool = False
+    seed: int = 0
+    batch_size: int = 8
+    num_actors: int = 1
+    num_cpus_per_actor: float = 1.0
+
+    def __post_init__(self):
+        _check(self.compensator in COMPENSATORS,
+               f"compensate.compensator={self.compensator!r} is unknown; choose one of {COMPENSATORS}")
+        _check(self.blend in BLEND_MODES,
+               f"compensate.blend={self.blend!r} is unknown; choose one of {BLEND_MODES}")
+        _check("{p}" in self.template,
+               f"compensate.template must contain '{{p}}' where the color word goes: {self.template!r}")
+        _check(len(self.warm) > 0 and len(self.cold) > 0,
+               "compensate.warm and compensate.cold must each list at least one word")
+        _check(self.compensator in ("none", "classical") or bool(self.model_path),
+               f"compensate.compensator={self.compensator!r} needs compensate.model_path "
+               "(a local diffusers folder or a hub id)")
+        _check(self.steps >= 1, f"compensate.steps must be >= 1, got {self.steps}")
+        _check(0.0 < self.strength <= 1.0, f"compensate.strength must be in (0, 1], got {self.strength}")
+        _check(self.size >= 8 and self.size % 8 == 0,
+               f"compensate.size must be a multiple of 8 and >= 8, got {self.size}")
+        _check(self.ramp >= 0, f"compensate.ramp must be >= 0, got {self.ramp}")
+        _check(self.cell >= 1, f"compensate.cell must be >= 1, got {self.cell}")
+        _check(self.batch_size >= 1, f"compensate.batch_size must be >= 1")
+
+
+STUDENTS = ("convnet3", "resnet18", "resnet18_cifar", "efficientnet_lite0")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    arch: str = "convnet3"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1                 # one-cycle SGD peak
+    weight_decay: float = 5e-4
+    image_size: int = 32
+    workers: int = 1
+    use_gpu: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.arch in STUDENTS, f"teacher.arch={self.arch!r} is unknown; choose one of {STUDENTS}")
+        _check(self.epochs >= 1, f"teacher.epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"teacher.batch_size must be >= 1")
+        _check(self.workers >= 1, f"teacher.workers must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """RDED protocol as the DC3 code runs it (DESIGN.md step 4)."""
+    student: str = "convnet3"
+    epochs: int = 300
+    seeds: int = 3
+    batch_size: int = 0             # 0 = min(IPC*C, dataset rule)
+    batch_rule: int = 100           # dataset rule (CIFAR-10 IPC>=10 uses 100 in RDED scripts)
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    temperature: float = 20.0
+    patch_factor: int = 2
+    rrc_min_scale: float = 0.5
+    image_size: int = 32
+    hard_labels: bool = False
+    workers: int = 1
+    use_gpu: bool = False
+    eval_every: int = 1             # evaluate on the held-out split every N epochs
+
+    def __post_init__(self):
+        _check(self.student in STUDENTS,
+               f"eval.student={self.student!r} is unknown; choose one of {STUDENTS}")
+        _check(self.epochs >= 1, f"eval.epochs must be >= 1, got {self.epochs}")
+        _check(self.seeds >= 1, f"eval.seeds must be >= 1, got {self.seeds}")
+        _check(self.temperature > 0, f"eval.temperature must be > 0")
+        _check(self.patch_factor >= 1, f"eval.patch_factor must be >= 1")
+        _check(0 < self.rrc_min_scale <= 1, f"eval.rrc_min_scale must be in (0, 1]")
+        _check(self.workers >= 1, f"eval.workers must be >= 1")
+        _check(self.eval_every >= 1, f"eval.eval_every must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------
+# Generic loading: dicts/YAML -> nested frozen dataclasses, with overrides
+# --------------------------------------------------------------------------------------------
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        elem = args[0] if args else Any
+        return tuple(_coerce(elem, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """Build dataclass `cls` from a (nested) dict; unknown keys are errors naming the key."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(prefix + u for u in unknown)}; "
+            f"valid keys here: {', '.join(sorted(names))}")
+    kwargs = {}
+    for k, v in data.items():
+        kwargs[k] = _coerce(hints[k], v, f"{where}.{k}" if where else k)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where or cls.__name__}: {e}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain, JSON-able dict of a (nested) config; tuples become lists."""
+    def conv(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        return v
+    return conv(cfg)
+
+
+def parse_overrides(overrides: list[str] | None) -> dict:
+    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values parsed as YAML scalars/lists."""
+    out: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. select.ipc=10)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {p}")
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(cls: type[T], path: str | Path | None = None,
+                overrides: list[str] | None = None) -> T:
+    """Load `cls` from a YAML file (optional) and apply `key=value` overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        data = loaded
+    data = deep_merge(data, parse_overrides(overrides))
+    return from_dict(cls, data)
+
+
+def config_hash(*parts: Any) -> str:
+    """Stable short hash of config parts (dataclasses or plain values) for stage caching."""
+    payload = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

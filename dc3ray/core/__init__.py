@@ -1,0 +1,1 @@
+"""Pure logic: never imports ray or mlflow (tests/unit/test_boundaries.py checks it)."""

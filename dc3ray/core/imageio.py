@@ -1,0 +1,84 @@
+"""Encoded bytes <-> uint8 RGB arrays. Every mode (L, LA, P, RGBA, CMYK, I;16) ends up RGB."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageFile
+
+# Truncated files must raise, not decode as half-gray images.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Guard against decompression bombs but allow big real photos (10k x 10k = 100 MP).
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+
+class ImageDecodeError(ValueError):
+    """Raised when bytes cannot be decoded as an image; message says why."""
+
+
+def probe_image(data: bytes) -> tuple[int, int, str]:
+    """Fully decode `data` once to validate it; return (height, width, format).
+
+    Raises ImageDecodeError for empty, truncated or undecodable data.
+    """
+    if not data:
+        raise ImageDecodeError("zero-byte file")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format or "unknown"
+            im.load()  # forces a full decode so truncation is caught here
+            w, h = im.size
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"image too large: {e}") from e
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...)
+        raise ImageDecodeError(f"undecodable image: {type(e).__name__}: {e}") from e
+    return h, w, fmt
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB; alpha is composited on white, 16-bit is scaled to 8-bit."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr8 = np.clip(np.round(arr / hi * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def decode_rgb(data: bytes, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Decode bytes to a uint8 array (H, W, 3). `size` (int side or (h, w)) resizes bicubically."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = to_rgb(im)
+            if size is not None:
+                h, w = (size, size) if isinstance(size, int) else size
+                if im.size != (w, h):
+                    im = im.resize((w, h), Image.BICUBIC)
+            return np.asarray(im, dtype=np.uint8).copy()
+    except Exception as e:
+        raise ImageDecodeError(f"undecodable image: {type(e).__name__}: {e}") from e
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """Encode a uint8 (H, W, 3) array as PNG bytes (lossless, deterministic)."""
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"encode_png expects uint8 (H, W, 3), got {arr.dtype} {arr.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode="RGB").save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def decode_batch(images: list[bytes], size: int) -> np.ndarray:
+    """Decode a list of encoded images to uint8 (N, size, size, 3)."""
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for i, data in enumerate(images):
+        out[i] = decode_rgb(data, size)
+    return out

@@ -1,0 +1,100 @@
+"""Parquet shard folders: atomic writes (temp dir + rename) and validated reads."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import schema
+
+
+class ShardError(ValueError):
+    """A shard folder is missing, empty or has the wrong columns; the message names the file."""
+
+
+@contextmanager
+def atomic_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside `out_dir`; on success rename it to `out_dir`.
+
+    An interrupted write leaves only a `.tmp-*` sibling, never a half folder under the real name.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            if not overwrite and any(out.iterdir()):
+                raise FileExistsError(f"{out} already exists and is not empty")
+            old = out.parent / f".old-{out.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_shards(table: pa.Table, out_dir: str | Path, shard_rows: int) -> list[str]:
+    """Write `table` as part-00000.parquet, ... of at most `shard_rows` rows into an existing dir."""
+    out = Path(out_dir)
+    names = []
+    n = table.num_rows
+    for i, start in enumerate(range(0, max(n, 1), shard_rows)):
+        name = schema.shard_name(i)
+        # Small row groups keep Ray Data's read parallelism and memory per block reasonable.
+        pq.write_table(table.slice(start, shard_rows), out / name,
+                       row_group_size=min(shard_rows, 1024), compression="zstd")
+        names.append(name)
+    return names
+
+
+def write_shards_atomic(table: pa.Table, out_dir: str | Path, shard_rows: int = 1000,
+                        extra_files: dict[str, object] | None = None,
+                        overwrite: bool = True) -> Path:
+    """Write `table` as shards plus JSON `extra_files` ({name: obj}) atomically into `out_dir`."""
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        write_shards(table, tmp, shard_rows)
+        for name, obj in (extra_files or {}).items():
+            (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return Path(out_dir)
+
+
+def shard_files(path: str | Path) -> list[Path]:
+    """Sorted Parquet files of a shard folder (or the file itself)."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".parquet":
+        return [p]
+    if not p.is_dir():
+        raise ShardError(f"{p} does not exist (expected a folder of Parquet shards)")
+    files = sorted(p.glob(schema.SHARD_GLOB)) or sorted(p.glob("*.parquet"))
+    if not files:
+        raise ShardError(f"{p} holds no Parquet shards (part-*.parquet)")
+    return files
+
+
+def read_shards(path: str | Path, required: pa.Schema | None = schema.IMAGE_SCHEMA,
+                columns: list[str] | None = None) -> pa.Table:
+    """Read all shards of a folder into one table; each file's columns are checked first."""
+    files = shard_files(path)
+    if required is not None:
+        for f in files:
+            try:
+                sch = pq.read_schema(f)
+            except Exception as e:
+                raise ShardError(f"{f} is not a readable Parquet file: {e}") from None
+            bad = schema.missing_columns(sch, required)
+            if bad:
+                raise ShardError(f"{f}: wrong or missing column(s): {', '.join(bad)}")
+    tables = [pq.read_table(f, columns=columns) for f in files]
+    return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]

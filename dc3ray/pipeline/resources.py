@@ -1,0 +1,54 @@
+"""The one place that starts Ray and turns settings into actor-pool resources."""
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(num_cpus: int | None = None, **kwargs) -> None:
+    """Start (or join) Ray once.
+
+    With RAY_ADDRESS set, connect to that cluster. Otherwise start a local instance with an
+    explicit CPU count (all cores by default) and no dashboard, which works on a 2-core laptop.
+    """
+    if ray.is_initialized():
+        return
+    # Local single-user clusters need no token; a real cluster sets its own auth mode.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, **kwargs)
+        return
+    ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False,
+             log_to_driver=True, **kwargs)
+
+
+def cuda_available_in_cluster() -> bool:
+    """True when the Ray cluster advertises at least one GPU."""
+    return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1
+
+
+def actor_pool_kwargs(num_actors: int, num_cpus_per_actor: float = 1.0,
+                      use_gpu: bool | None = None) -> dict:
+    """map_batches kwargs for a fixed-size actor pool.
+
+    `use_gpu=None` means: one GPU per actor when the cluster has GPUs, CPU otherwise. On small
+    machines each actor asks for an explicit num_cpus so the pool cannot starve the read tasks.
+    """
+    if use_gpu is None:
+        use_gpu = cuda_available_in_cluster()
+    kwargs = {"compute": ray.data.ActorPoolStrategy(size=int(num_actors)),
+              "num_cpus": float(num_cpus_per_actor)}
+    if use_gpu:
+        kwargs["num_gpus"] = 1
+    return kwargs
+
+
+def configure_data_context(show_progress: bool = True) -> None:
+    """Deterministic block order (needed for byte-identical outputs) and progress bars."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = show_progress

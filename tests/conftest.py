@@ -1,0 +1,74 @@
+"""Shared fixtures: one local Ray session per test run, real CIFAR-10 samples, tiny fixtures."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR = Path(os.environ.get("DC3RAY_DATA", REPO.parent / "shared" / "data" / "cifar10"))
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Keep torch from oversubscribing the 2 CI cores when Ray workers also run.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    if not (CIFAR / "train").is_dir():
+        pytest.fail(f"real CIFAR-10 folders not found at {CIFAR} (set DC3RAY_DATA)")
+    return CIFAR
+
+
+def make_cifar_subset(root: Path, out: Path, split: str = "train", per_class: int = 20,
+                      classes: int | None = None) -> Path:
+    """Symlink the first `per_class` images of each class into an ImageFolder tree at `out`."""
+    src = root / split
+    names = sorted(d.name for d in src.iterdir() if d.is_dir())[: classes or None]
+    for n in names:
+        (out / n).mkdir(parents=True, exist_ok=True)
+        for f in sorted((src / n).iterdir())[:per_class]:
+            (out / n / f.name).symlink_to(f)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cifar_small(cifar_root, tmp_path_factory) -> Path:
+    """ImageFolder of 20 real train images per class (200 images)."""
+    return make_cifar_subset(cifar_root, tmp_path_factory.mktemp("cifar_small"), "train", 20)
+
+
+@pytest.fixture(scope="session")
+def cifar_small_shards(cifar_small, tmp_path_factory) -> Path:
+    """The 200-image subset ingested as Parquet shards (shared by stage tests)."""
+    from dc3ray.config import IngestConfig
+    from dc3ray.pipeline.ingest import ingest
+    out = tmp_path_factory.mktemp("shards") / "train"
+    ingest(cifar_small, out, IngestConfig(shard_rows=64, num_workers=1), log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cifar_val_shards(cifar_root, cifar_small_shards, tmp_path_factory) -> Path:
+    """10 real val images per class as shards, labels aligned to the train class map."""
+    from dc3ray.config import IngestConfig
+    from dc3ray.pipeline.ingest import ingest
+    folder = make_cifar_subset(cifar_root, tmp_path_factory.mktemp("cifar_val"), "val", 10)
+    out = tmp_path_factory.mktemp("shards_val") / "val"
+    ingest(folder, out, IngestConfig(shard_rows=64, num_workers=1,
+                                     class_map=str(cifar_small_shards / "class_map.json")),
+           log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test run (2 CPUs, like CI)."""
+    import ray
+    from dc3ray.pipeline.resources import configure_data_context, init_ray
+    init_ray(num_cpus=2)
+    configure_data_context(show_progress=False)
+    yield ray
+    ray.shutdown()
