@@ -13,7 +13,9 @@ write_table_atomic = write_shards_atomic
 def read_shards(path: str | Path, columns: list[str] | None = None) -> "ray.data.Dataset":
     """Stream a shard folder with ray.data.read_parquet (files in shard order)."""
     files = [str(f) for f in shard_files(path)]
-    return ray.data.read_parquet(files, columns=columns)
+    ds = ray.data.read_parquet(files)
+    # read_parquet(columns=) is deprecated in Ray 2.60; projection pushdown still applies.
+    return ds.select_columns(columns) if columns else ds
 
 
 __all__ = ["read_shards", "write_table_atomic"]

@@ -1,0 +1,395 @@
+"""DC3 selection on Ray: features via actor pools, one selection task per class, the subset.
+
+Thin adapters only: the maths lives in dc3ray.core.features and dc3ray.core.selection.
+
+    compute_features   Ray Data: shards -> Embedder -> GradientFeaturizer -> features Parquet
+    select_per_class   Ray tasks: one core.select_class call per class -> manifest Parquet
+    materialise_subset manifest + source shards -> condensed shards (original bytes)
+    run_selection      the three in a row, with timings
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import ray
+
+from ..config import EmbedConfig, GradConfig, SelectConfig, from_dict, to_dict
+from ..core import schema
+from ..core.datasets import is_shard_dir, load_class_map, load_table
+from ..core.imageio import decode_batch, decode_rgb
+from ..core.selection import manifest_table, select_class
+from ..core.shards import atomic_dir, shard_files
+from .io import read_shards, write_table_atomic
+from .resources import actor_pool_kwargs
+
+E = "e"
+H = "h"
+MANIFEST_FILE = "manifest.parquet"
+SELECTION_INFO_FILE = "selection.json"
+FEATURES_INFO_FILE = "features.json"
+
+EMBEDDING_METHODS = ("dc3", "herding", "kcenter", "centroid")
+GRADIENT_METHODS = ("dc3", "graphcut", "facility")
+
+
+def _device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _decode(images, size: int | None) -> np.ndarray:
+    """Encoded bytes column -> uint8 (N, size, size, 3); size=None keeps the stored size."""
+    blobs = [bytes(b) for b in images]
+    if size is not None:
+        return decode_batch(blobs, size)
+    arrs = [decode_rgb(b) for b in blobs]
+    shapes = {a.shape for a in arrs}
+    if len(shapes) > 1:
+        raise ValueError(f"images of one batch have different sizes {sorted(shapes)[:3]}; the "
+                         "faithful VAE embeds stored sizes, so ingest images at one size")
+    return np.stack(arrs) if arrs else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Actors (no Ray calls inside: testable by calling them on a dict batch)
+# --------------------------------------------------------------------------------------------
+
+class Embedder:
+    """map_batches actor: {key, label, image, ...} -> {key, label, embedding (N, D), *keep}."""
+
+    def __init__(self, cfg_dict: dict, faithful: bool = False, keep: tuple[str, ...] = ()):
+        from ..core.features import build_embedder
+        self.model = build_embedder(from_dict(EmbedConfig, cfg_dict), _device(), faithful=faithful)
+        self.keep = tuple(keep)
+
+    def __call__(self, batch: dict) -> dict:
+        emb = self.model(_decode(batch[schema.IMAGE], self.model.input_size))
+        out = {schema.KEY: batch[schema.KEY], schema.LABEL: batch[schema.LABEL],
+               schema.EMBEDDING: emb}
+        out.update({c: batch[c] for c in self.keep})
+        return out
+
+
+class GradientFeaturizer:
+    """map_batches actor: {key, label, image, ...} -> {key, label, e (N, C), h (N, D), *keep}.
+
+    embedding_from_h=True also returns h as the embedding column (used when the embedding
+    backbone is the same model: one forward pass instead of two).
+    """
+
+    def __init__(self, cfg_dict: dict, num_classes: int, faithful: bool = False,
+                 keep: tuple[str, ...] = (), embedding_from_h: bool = False):
+        from ..core.features import build_grad_model
+        self.model = build_grad_model(from_dict(GradConfig, cfg_dict), num_classes, _device(),
+                                      faithful=faithful)
+        self.keep = tuple(keep)
+        self.embedding_from_h = embedding_from_h
+
+    def __call__(self, batch: dict) -> dict:
+        images = _decode(batch[schema.IMAGE], self.model.input_size)
+        e, h = self.model(images, np.asarray(batch[schema.LABEL], np.int64))
+        out = {schema.KEY: batch[schema.KEY], schema.LABEL: batch[schema.LABEL], E: e, H: h}
+        if self.embedding_from_h:
+            out[schema.EMBEDDING] = h
+        out.update({c: batch[c] for c in self.keep})
+        return out
+
+
+def shares_backbone(embed_cfg: EmbedConfig, grad_cfg: GradConfig) -> bool:
+    """True when the embedding is the gradient model's h (same network, weights and size)."""
+    return (embed_cfg.backbone == grad_cfg.backbone and embed_cfg.model_path == grad_cfg.model_path
+            and embed_cfg.image_size == grad_cfg.image_size)
+
+
+def _to_arrow_lists(batch: dict) -> pa.Table:
+    """numpy batch -> Arrow table with 2-D float columns as list<float32> (plain Parquet lists)."""
+    cols = {}
+    for name, arr in batch.items():
+        arr = np.asarray(arr)
+        if arr.ndim == 2 and arr.dtype.kind == "f":
+            flat = pa.array(np.ascontiguousarray(arr, np.float32).reshape(-1))
+            offsets = pa.array(np.arange(0, arr.size + 1, arr.shape[1], dtype=np.int32))
+            cols[name] = pa.ListArray.from_arrays(offsets, flat)
+        elif name == schema.KEY:
+            cols[name] = pa.array([str(k) for k in arr], pa.string())
+        elif name == schema.LABEL:
+            cols[name] = pa.array(arr.astype(np.int64))
+        else:
+            cols[name] = pa.array(list(arr))
+    return pa.table(cols)
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------
+
+def _feature_files(path: str | Path) -> list[str]:
+    p = Path(path)
+    files = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+    if not files or not files[0].exists():
+        raise FileNotFoundError(f"features {p} hold no Parquet files; run compute_features first")
+    return [str(f) for f in files]
+
+
+def read_features(path: str | Path, label: int | None = None,
+                  columns: list[str] | None = None) -> pa.Table:
+    """Features Parquet (all rows or one label's) as an Arrow table; row groups of other labels
+    are skipped by their statistics because compute_features writes rows sorted by label."""
+    dataset = pads.dataset(_feature_files(path), format="parquet")
+    flt = pc.field(schema.LABEL) == int(label) if label is not None else None
+    return dataset.to_table(columns=columns, filter=flt)
+
+
+def list_column(table: pa.Table, name: str) -> np.ndarray | None:
+    """A list<float32> column -> float32 (N, D); None when the column is absent."""
+    if name not in table.column_names:
+        return None
+    col = table.column(name).combine_chunks()
+    n = len(col)
+    if n == 0:
+        return np.zeros((0, 0), np.float32)
+    values = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    if values.size % n:
+        raise ValueError(f"feature column {name!r} has rows of different lengths")
+    return values.reshape(n, values.size // n)
+
+
+def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg: GradConfig,
+                     out_dir: str | Path, *, need_embedding: bool = True,
+                     need_gradients: bool = True, faithful: bool = False) -> Path:
+    """Write key, label[, embedding][, e, h] (list<float32>) for every image of `dataset_path`.
+
+    Ray Data streams the shards through an Embedder pool (embed_cfg) then a GradientFeaturizer
+    pool (grad_cfg). When both name the same backbone, weights and image size, the embedding
+    is the gradient model's h (fp32) and the Embedder pool is skipped: one forward pass.
+    Rows are sorted by (label, key), one file per class, so per-class reads touch one file;
+    the folder is committed atomically and holds class_map.json and features.json.
+    """
+    class_map = load_class_map(dataset_path)
+    num_classes = max(class_map.values()) + 1
+    ds = read_shards(dataset_path, columns=[schema.KEY, schema.LABEL, schema.IMAGE])
+    shared = need_embedding and need_gradients and shares_backbone(embed_cfg, grad_cfg)
+    if need_embedding and not shared:
+        ds = ds.map_batches(
+            Embedder, batch_format="numpy", batch_size=embed_cfg.batch_size,
+            fn_constructor_kwargs=dict(cfg_dict=to_dict(embed_cfg), faithful=faithful,
+                                       keep=(schema.IMAGE,) if need_gradients else ()),
+            **actor_pool_kwargs(embed_cfg.num_actors, embed_cfg.num_cpus_per_actor))
+    if need_gradients:
+        ds = ds.map_batches(
+            GradientFeaturizer, batch_format="numpy", batch_size=grad_cfg.batch_size,
+            fn_constructor_kwargs=dict(cfg_dict=to_dict(grad_cfg), num_classes=num_classes,
+                                       faithful=faithful, embedding_from_h=shared,
+                                       keep=(schema.EMBEDDING,) if need_embedding and not shared
+                                       else ()),
+            **actor_pool_kwargs(grad_cfg.num_actors, grad_cfg.num_cpus_per_actor))
+    if not (need_embedding or need_gradients):
+        ds = ds.select_columns([schema.KEY, schema.LABEL])
+    # One sort partition per class (not Ray's default 200): each class lands in its own file.
+    bounds = list(range(1, num_classes)) or None
+    ds = ds.map_batches(_to_arrow_lists, batch_format="numpy").sort([schema.LABEL, schema.KEY],
+                                                                    boundaries=bounds)
+    info = {"dataset": str(Path(dataset_path).resolve()), "num_classes": num_classes,
+            "embed": to_dict(embed_cfg) if need_embedding else None,
+            "grad": to_dict(grad_cfg) if need_gradients else None, "faithful": faithful,
+            "embedding_is_h": shared}
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        ds.write_parquet(str(tmp))
+        (tmp / schema.CLASS_MAP_FILE).write_text(json.dumps(class_map, indent=2, sort_keys=True))
+        (tmp / FEATURES_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
+    return Path(out_dir)
+
+
+def key_label_table(dataset_path: str | Path, out_dir: str | Path) -> Path:
+    """The 'features' of model-free methods (random): key and label only, no Ray Data pass."""
+    table = load_table(dataset_path).select([schema.KEY, schema.LABEL])
+    table = table.sort_by([(schema.LABEL, "ascending"), (schema.KEY, "ascending")])
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        pq.write_table(table, tmp / schema.shard_name(0))
+        (tmp / schema.CLASS_MAP_FILE).write_text(
+            json.dumps(load_class_map(dataset_path), indent=2, sort_keys=True))
+    return Path(out_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-class selection
+# --------------------------------------------------------------------------------------------
+
+def _select_one_class(features_path: str, label: int, cfg_dict: dict,
+                      class_name: str | None) -> list[dict]:
+    """Task body: read one class's features and run core.select_class on them."""
+    table = read_features(features_path, label=label)
+    keys = table.column(schema.KEY).to_pylist()
+    return select_class(keys, label, list_column(table, schema.EMBEDDING), list_column(table, E),
+                        list_column(table, H), from_dict(SelectConfig, cfg_dict),
+                        class_name=class_name)
+
+
+_select_task = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=True)(_select_one_class)
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def select_per_class(features_path: str | Path, select_cfg: SelectConfig, out_dir: str | Path,
+                     *, max_retries: int = 2, show_progress: bool = True) -> Path:
+    """Run core.select_class for every class as Ray tasks; returns out_dir/manifest.parquet.
+
+    At most select_cfg.max_in_flight tasks run at once; a failing task is retried
+    `max_retries` times, then the error names the class. The manifest (key, label, bin, rank,
+    gain, method, seed), sorted by (label, rank), and selection.json (config, per-class counts,
+    seconds) are written atomically. Each task reads its own class from `features_path`, so on
+    a multi-node cluster that path must be shared storage.
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    features_path = str(Path(features_path).resolve())
+    labels = np.asarray(read_features(features_path, columns=[schema.LABEL])
+                        .column(schema.LABEL).to_numpy(zero_copy_only=False), np.int64)
+    if labels.size == 0:
+        raise ValueError(f"features {features_path} hold no rows")
+    classes, counts = np.unique(labels, return_counts=True)
+    cmap_file = Path(features_path) / schema.CLASS_MAP_FILE
+    names = ({int(v): k for k, v in json.loads(cmap_file.read_text()).items()}
+             if cmap_file.is_file() else {})
+
+    def who(c: int) -> str:
+        return f"{names[c]!r} (label {c})" if c in names else f"label {c}"
+
+    # Fail before launching anything when a class is too small (no retries for a config error).
+    small = [(int(c), int(n)) for c, n in zip(classes, counts) if n < select_cfg.ipc]
+    if small and not select_cfg.take_all:
+        c, n = small[0]
+        raise ValueError(f"class {who(c)} has {n} images but select.ipc={select_cfg.ipc} "
+                         f"({len(small)} class(es) too small); lower select.ipc or set "
+                         "select.take_all=true")
+
+    cfg_dict = to_dict(select_cfg)
+    task = _select_task.options(max_retries=max_retries)
+    pending = [int(c) for c in classes]
+    in_flight: dict = {}
+    rows: list[dict] = []
+    bar = tqdm(total=len(pending), desc=f"select {select_cfg.method}", unit="class",
+               disable=not show_progress)
+    try:
+        while pending or in_flight:
+            while pending and len(in_flight) < select_cfg.max_in_flight:
+                c = pending.pop(0)
+                in_flight[task.remote(features_path, c, cfg_dict, names.get(c))] = c
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
+                c = in_flight.pop(ref)
+                try:
+                    rows.extend(ray.get(ref))
+                except Exception as e:
+                    cause = getattr(e, "cause", None) or e
+                    raise RuntimeError(
+                        f"selection failed for class {who(c)} after {max_retries} retries: "
+                        f"{type(cause).__name__}: {cause}") from e
+                bar.update(1)
+    finally:
+        bar.close()
+        for ref in in_flight:
+            ray.cancel(ref)
+
+    table = manifest_table(rows)
+    out = Path(out_dir)
+    manifest = out / MANIFEST_FILE
+    _write_parquet_atomic(table, manifest)
+    per_class = {str(int(c)): int(n) for c, n in
+                 zip(*np.unique(table.column(schema.LABEL).to_numpy(), return_counts=True))}
+    info = {"features": features_path, "select": cfg_dict, "rows": table.num_rows,
+            "per_class": per_class, "seconds": round(time.perf_counter() - t0, 3)}
+    (out / SELECTION_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# The condensed set
+# --------------------------------------------------------------------------------------------
+
+def materialise_subset(source_path: str | Path, manifest_path: str | Path,
+                       out_dir: str | Path, shard_rows: int = 1000) -> Path:
+    """Condensed set as image shards: the manifest's rows with the source's original bytes.
+
+    Rows are in manifest order (label, rank); class_map.json is copied from the source and
+    selection.json records the manifest. Raises ValueError naming missing keys.
+    """
+    manifest = pq.read_table(manifest_path)
+    keys = manifest.column(schema.KEY).to_pylist()
+    wanted = pa.array(keys, pa.string())
+    columns = [f.name for f in schema.IMAGE_SCHEMA]
+    if is_shard_dir(source_path):
+        files = [str(f) for f in shard_files(source_path)]
+        table = pads.dataset(files, format="parquet").to_table(
+            columns=columns, filter=pc.field(schema.KEY).isin(wanted))
+    else:
+        table = load_table(source_path).select(columns)
+        table = table.filter(pc.is_in(table.column(schema.KEY), value_set=wanted))
+    found = {k: i for i, k in enumerate(table.column(schema.KEY).to_pylist())}
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise ValueError(f"{len(missing)} selected key(s) are not in {source_path}, e.g. "
+                         f"{missing[:3]}; was the manifest made from this dataset?")
+    table = table.take(pa.array([found[k] for k in keys], pa.int64())).cast(schema.IMAGE_SCHEMA)
+    extra = {schema.CLASS_MAP_FILE: load_class_map(source_path),
+             SELECTION_INFO_FILE: {"manifest": str(Path(manifest_path).resolve()),
+                                   "source": str(Path(source_path).resolve()),
+                                   "rows": table.num_rows}}
+    return write_table_atomic(table, out_dir, shard_rows, extra_files=extra)
+
+
+def run_selection(data_path: str | Path, embed_cfg: EmbedConfig, grad_cfg: GradConfig,
+                  select_cfg: SelectConfig, out_dir: str | Path, *,
+                  shard_rows: int = 1000, show_progress: bool = True) -> dict:
+    """features -> manifest -> condensed shards under out_dir/{features,selection,condensed}.
+
+    Only the features the method needs are computed (random: none, just key and label).
+    Returns {"paths": {...}, "timings": {stage: seconds}, "rows": n}.
+    """
+    out = Path(out_dir)
+    timings = {}
+    t0 = time.perf_counter()
+    if select_cfg.method in EMBEDDING_METHODS or select_cfg.method in GRADIENT_METHODS:
+        features = compute_features(
+            data_path, embed_cfg, grad_cfg, out / "features",
+            need_embedding=select_cfg.method in EMBEDDING_METHODS,
+            need_gradients=select_cfg.method in GRADIENT_METHODS, faithful=select_cfg.faithful)
+    else:
+        features = key_label_table(data_path, out / "features")
+    timings["features_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    manifest = select_per_class(features, select_cfg, out / "selection",
+                                show_progress=show_progress)
+    timings["select_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    condensed = materialise_subset(data_path, manifest, out / "condensed", shard_rows)
+    timings["materialise_s"] = time.perf_counter() - t2
+    timings["total_s"] = time.perf_counter() - t0
+    rows = pq.read_metadata(manifest).num_rows
+    return {"paths": {"features": str(features), "manifest": str(manifest),
+                      "condensed": str(condensed)},
+            "timings": {k: round(v, 3) for k, v in timings.items()}, "rows": rows}
+
+
+__all__ = ["Embedder", "GradientFeaturizer", "shares_backbone", "compute_features",
+           "key_label_table",
+           "read_features", "list_column",
+           "select_per_class", "materialise_subset", "run_selection", "MANIFEST_FILE"]
