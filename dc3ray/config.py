@@ -349,3 +349,39 @@ def config_hash(*parts: Any) -> str:
     """Stable short hash of config parts (dataclasses or plain values) for stage caching."""
     payload = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# The whole condense job
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CondenseConfig:
+    """`dc3ray condense`: ingest -> teacher -> features -> selection -> compensation -> eval."""
+    name: str = "cifar10"
+    data: str = "../shared/data/cifar10/train"  # raw source (ImageFolder/pickle/tar) or shards
+    val: str | None = "../shared/data/cifar10/val"  # held-out split for evaluation
+    out: str = "runs/condense"
+    class_map: str | None = None
+    teacher_path: str | None = None  # our checkpoint; trained (and cached) when needed and absent
+    evaluate: bool = True
+    compare_random: bool = True     # also score a random IPC set with the same protocol
+    compare_selection_only: bool = True  # also score the uncompensated DC3 selection
+    num_cpus: int | None = None     # local Ray only; ignored with RAY_ADDRESS
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    embed: EmbedConfig = field(default_factory=lambda: EmbedConfig(backbone="teacher", model_path="auto",
+                                                                   image_size=32, batch_size=256))
+    grad: GradConfig = field(default_factory=lambda: GradConfig(backbone="teacher", model_path="auto",
+                                                                image_size=32, batch_size=256))
+    select: SelectConfig = field(default_factory=SelectConfig)
+    compensate: CompensateConfig = field(default_factory=CompensateConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        _check(bool(self.data), "data must name a dataset folder or shard folder")
+        _check(not self.evaluate or bool(self.val),
+               "evaluate=true needs val (a held-out split); set evaluate=false to skip scoring")
+        _check(self.eval.image_size == self.teacher.image_size or self.teacher_path is not None,
+               f"eval.image_size ({self.eval.image_size}) must equal teacher.image_size "
+               f"({self.teacher.image_size}) so the teacher sees what the student sees")

@@ -1,0 +1,287 @@
+"""`dc3ray condense`: the whole DC3 job, stage by stage, cached and resumable.
+
+ingest -> teacher (when needed) -> features -> per-class selection -> compensation ->
+condensed set (Parquet + RDED ImageFolder) -> evaluation -> color report, manifest, MLflow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+
+from ..config import CondenseConfig, EmbedConfig, GradConfig, to_dict
+from ..core import schema
+from ..core.datasets import decode_images, is_shard_dir
+from ..core.shards import atomic_dir, read_shards, write_shards_atomic
+from .stages import StageCache
+
+PACKAGES = ("dc3ray", "ray", "torch", "torchvision", "diffusers", "transformers",
+            "apricot-select", "pyarrow", "mlflow", "clean-fid", "numpy", "scikit-learn")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def _file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _ingested(cache: StageCache, name: str, src: str, cfg: CondenseConfig,
+              class_map: str | None) -> tuple[Path, str]:
+    """Shards for `src` (ingested once, cached) and their fingerprint."""
+    from .ingest import ingest
+    p = Path(src)
+    if is_shard_dir(p):
+        info = p / schema.DATASET_INFO_FILE
+        fp = json.loads(info.read_text())["fingerprint"] if info.is_file() else str(p.resolve())
+        return p, fp
+    icfg = dataclasses.replace(cfg.ingest, class_map=class_map)
+    d, info = cache.run(f"ingest_{name}", (str(p.resolve()), icfg),
+                        lambda tmp: _ingest_stage(p, tmp / "shards", icfg, ingest, cache.log))
+    return d / "shards", info["fingerprint"]
+
+
+def _ingest_stage(src, out, icfg, ingest, log) -> dict:
+    report = ingest(src, out, icfg, log=log)
+    fp = json.loads((out / schema.DATASET_INFO_FILE).read_text())["fingerprint"]
+    return {"rows": report["num_rows"], "skipped": report["num_skipped"], "fingerprint": fp}
+
+
+def _resolve_backbone(cfg, teacher_ckpt: str | None):
+    if cfg.backbone in ("teacher", "convnet3") and cfg.model_path in (None, "auto"):
+        if teacher_ckpt is None:
+            raise ValueError(f"{type(cfg).__name__}.backbone={cfg.backbone!r} with model_path=auto "
+                             "needs a teacher: set teacher_path or let condense train one")
+        return dataclasses.replace(cfg, model_path=str(teacher_ckpt))
+    return cfg
+
+
+def condense(cfg: CondenseConfig, log=print) -> dict:
+    """Run the whole job; returns the manifest dict (also written to `<out>/manifest.json`)."""
+    from . import compensate as comp_stage
+    from . import select as select_stage
+    from . import train as train_stage
+    from .resources import configure_data_context, init_ray
+    from .tracking import tracked_run
+
+    t_start = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out_owner(out, cfg)
+    init_ray(num_cpus=cfg.num_cpus)
+    configure_data_context(show_progress=True)
+    cache = StageCache(out, log)
+
+    # 1. ingest train (and val with the train class map, so labels line up)
+    train, train_fp = _ingested(cache, "train", cfg.data, cfg, cfg.class_map)
+    class_map_file = str(train / schema.CLASS_MAP_FILE) if (train / schema.CLASS_MAP_FILE).is_file() \
+        else cfg.class_map
+    val = val_fp = None
+    if cfg.val:
+        val, val_fp = _ingested(cache, "val", cfg.val, cfg, class_map_file)
+
+    # 2. teacher: given, or trained once and cached (needed by the backbone and by KD)
+    teacher_ckpt, teacher_id = None, None
+    needs_teacher = cfg.evaluate and not cfg.eval.hard_labels or \
+        cfg.embed.backbone in ("teacher", "convnet3") or cfg.grad.backbone in ("teacher", "convnet3")
+    if cfg.teacher_path:
+        teacher_ckpt, teacher_id = Path(cfg.teacher_path), _file_digest(cfg.teacher_path)
+    elif needs_teacher:
+        if not val:
+            raise ValueError("training a teacher needs val (a held-out split) or teacher_path")
+        d, tinfo = cache.run("teacher", (train_fp, val_fp, cfg.teacher),
+                             lambda tmp: train_stage.train_teacher(cfg.teacher, str(train), str(val),
+                                                                   str(tmp / "teacher")))
+        teacher_ckpt = d / "teacher" / "teacher.pt"
+        teacher_id = f"{train_fp}:{d.name}"
+
+    embed_cfg = _resolve_backbone(cfg.embed, teacher_ckpt)
+    grad_cfg = _resolve_backbone(cfg.grad, teacher_ckpt)
+    bb_id = teacher_id if "teacher" in (cfg.embed.backbone, cfg.grad.backbone) else None
+
+    # 3. features (embeddings for bins + gradient factors), only when the method needs them
+    features = None
+    if cfg.select.method != "random":
+        d, _ = cache.run("features", (train_fp, _strip(embed_cfg), _strip(grad_cfg), bb_id,
+                                      cfg.select.method, cfg.select.faithful),
+                         lambda tmp: _features_stage(select_stage, train, embed_cfg, grad_cfg,
+                                                     cfg.select, tmp))
+        features = d / "features"
+
+    # 4. selection -> selection-only condensed set
+    d, sel_info = cache.run("select", (train_fp, cfg.select, bb_id,
+                                       None if features is None else features.parent.name),
+                            lambda tmp: _select_stage(select_stage, train, features, cfg, tmp))
+    selected, manifest_sel = d / "subset", d / "manifest"
+
+    # 5. color compensation
+    d, comp_info = cache.run("compensate", (sel_info.get("digest"), cfg.compensate),
+                             lambda tmp: _compensate_stage(comp_stage, selected, cfg, tmp))
+    condensed = d / "condensed"
+
+    # 6. final outputs: Parquet, RDED ImageFolder, sample grid, color report
+    final = _write_outputs(out, condensed, selected, train, cfg, log)
+
+    # 7. evaluation of DC3 (+ random and selection-only baselines) with the same protocol
+    evals = {}
+    if cfg.evaluate:
+        conditions = [("dc3", condensed, comp_info.get("digest"))]
+        if cfg.compare_selection_only and cfg.compensate.compensator != "none":
+            conditions.append(("selection_only", selected, sel_info.get("digest")))
+        if cfg.compare_random and cfg.select.method != "random":
+            d, rinfo = cache.run("random_subset", (train_fp, cfg.select.ipc, cfg.select.seed),
+                                 lambda tmp: _random_stage(train, cfg, tmp))
+            conditions.append(("random", d / "subset", rinfo.get("digest")))
+        for label, path, digest in conditions:
+            d, _ = cache.run(f"eval_{label}", (digest, val_fp, teacher_id, cfg.eval),
+                             lambda tmp, path=path: train_stage.evaluate_condensed(
+                                 cfg.eval, str(path), str(val), None if teacher_ckpt is None
+                                 else str(teacher_ckpt), str(tmp / "eval"), ipc=cfg.select.ipc))
+            evals[label] = json.loads((d / "eval" / "eval.json").read_text())
+        (out / "eval.json").write_text(json.dumps(evals, indent=2, sort_keys=True) + "\n")
+
+    manifest = {
+        "config": to_dict(cfg),
+        "versions": package_versions(),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count()},
+        "seeds": {"select": cfg.select.seed, "compensate": cfg.compensate.seed,
+                  "eval_seeds": list(range(cfg.eval.seeds)), "teacher": cfg.teacher.seed},
+        "stages": cache.summaries,
+        "counts": final["counts"],
+        "images": final["images"],
+        "color": final["color"],
+        "eval": {k: {m: v.get(m) for m in ("final_mean", "final_std", "best_mean", "best_std")}
+                 for k, v in evals.items()},
+        "teacher": None if teacher_ckpt is None else str(teacher_ckpt),
+        "total_seconds": round(time.perf_counter() - t_start, 2),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tracked_run(cfg, manifest, out, log)
+    return manifest
+
+
+def _strip(cfg):
+    """Settings that do not change the output (batching, pool size) stay out of the cache key."""
+    drop = {"batch_size", "num_actors", "num_cpus_per_actor"}
+    return {k: v for k, v in to_dict(cfg).items() if k not in drop}
+
+
+def _check_out_owner(out: Path, cfg: CondenseConfig) -> None:
+    """Refuse an output folder that holds another run (a different dataset source)."""
+    marker = out / "run.json"
+    me = {"data": str(Path(cfg.data).resolve()), "name": cfg.name}
+    if marker.is_file():
+        other = json.loads(marker.read_text())
+        if other.get("data") != me["data"]:
+            raise FileExistsError(f"output folder {out} holds a run on {other.get('data')}; "
+                                  "choose another `out`")
+    elif any(p for p in out.iterdir() if p.name not in ("stages", "mlflow.db")):
+        raise FileExistsError(f"output folder {out} is not empty and holds no dc3ray run; "
+                              "choose another `out`")
+    marker.write_text(json.dumps(me, indent=2) + "\n")
+
+
+def _features_stage(select_stage, train, embed_cfg, grad_cfg, sel, tmp: Path) -> dict:
+    path = select_stage.compute_features(
+        str(train), embed_cfg, grad_cfg, str(tmp / "features"),
+        need_embedding=sel.method in select_stage.EMBEDDING_METHODS,
+        need_gradients=sel.method in select_stage.GRADIENT_METHODS, faithful=sel.faithful)
+    import pyarrow.parquet as pq
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(path).glob("*.parquet"))
+    return {"rows": rows}
+
+
+def _table_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(Path(path).glob("*.parquet")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _select_stage(select_stage, train: Path, features: Path | None, cfg: CondenseConfig,
+                  tmp: Path) -> dict:
+    if cfg.select.method == "random":
+        return _random_stage(train, cfg, tmp)
+    manifest = select_stage.select_per_class(str(features), cfg.select, str(tmp / "manifest"))
+    select_stage.materialise_subset(str(train), str(manifest), str(tmp / "subset"),
+                                    cfg.ingest.shard_rows)
+    rows = read_shards(tmp / "subset", columns=[schema.KEY]).num_rows
+    return {"rows": rows, "digest": _table_digest(tmp / "subset")}
+
+
+def _random_stage(train: Path, cfg: CondenseConfig, tmp: Path) -> dict:
+    from ..core.selection import random_subset
+    table = random_subset(read_shards(train), cfg.select.ipc, cfg.select.seed)
+    extra = {schema.CLASS_MAP_FILE: json.loads((train / schema.CLASS_MAP_FILE).read_text())}
+    write_shards_atomic(table, tmp / "subset", cfg.ingest.shard_rows, extra_files=extra)
+    return {"rows": table.num_rows, "digest": _table_digest(tmp / "subset")}
+
+
+def _compensate_stage(comp_stage, selected: Path, cfg: CondenseConfig, tmp: Path) -> dict:
+    comp_stage.compensate_dataset(str(selected), cfg.compensate, str(tmp / "condensed"))
+    rows = read_shards(tmp / "condensed", columns=[schema.KEY]).num_rows
+    return {"rows": rows, "digest": _table_digest(tmp / "condensed")}
+
+
+def _write_outputs(out: Path, condensed: Path, selected: Path, train: Path,
+                   cfg: CondenseConfig, log) -> dict:
+    """Copy the condensed set to `out`, write the RDED ImageFolder, sample grid and color plot."""
+    from ..core import color
+    from ..core.grid import save_sample_grid
+    table = read_shards(condensed, required=None)
+    with atomic_dir(out / "condensed", overwrite=True) as tmp:
+        for f in sorted(condensed.iterdir()):
+            shutil.copy2(f, tmp / f.name)
+    # RDED layout: one folder per class index (00000, 00001, ...), images inside.
+    keys = table.column(schema.KEY).to_pylist()
+    labels = table.column(schema.LABEL).to_pylist()
+    blobs = table.column(schema.IMAGE).to_pylist()
+    sources = table.column("source_key").to_pylist() if "source_key" in table.column_names else keys
+    per_class: dict[int, int] = {}
+    images = []
+    with atomic_dir(out / "images", overwrite=True) as tmp:
+        for key, label, blob, src in zip(keys, labels, blobs, sources):
+            i = per_class.get(label, 0)
+            per_class[label] = i + 1
+            ext = ".png" if blob[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"
+            rel = f"{label:05d}/{i:04d}{ext}"
+            (tmp / f"{label:05d}").mkdir(exist_ok=True)
+            (tmp / rel).write_bytes(blob)
+            images.append({"file": f"images/{rel}", "key": key, "source_key": src, "label": label})
+    prompts = {}
+    if "warm_prompt" in table.column_names:
+        for k, w, c in zip(keys, table.column("warm_prompt").to_pylist(),
+                           table.column("cold_prompt").to_pylist()):
+            prompts[k] = [w, c]
+    for im in images:
+        if im["key"] in prompts:
+            im["prompts"] = prompts[im["key"]]
+    size = cfg.eval.image_size
+    comp_arr, comp_labels, _ = decode_images(table, size)
+    sel_arr, _, _ = decode_images(read_shards(selected), size)
+    save_sample_grid(comp_arr, comp_labels, out / "samples.png", per_row=min(cfg.select.ipc, 10))
+    sets = {"selected": sel_arr, "condensed": comp_arr}
+    report = color.color_report(sets)
+    color.plot_color_kde(sets, out / "colors.png")
+    (out / "colors.json").write_text(json.dumps(report, indent=2) + "\n")
+    counts = {str(k): v for k, v in sorted(per_class.items())}
+    log(f"[outputs] {len(images)} images in {len(counts)} classes -> {out}/condensed, {out}/images")
+    return {"counts": counts, "images": images, "color": report}

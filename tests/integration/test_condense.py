@@ -1,0 +1,148 @@
+"""`dc3ray condense` end to end on real CIFAR-10 images with the tiny diffusion pipeline."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import make_cifar_subset
+from dc3ray.config import CondenseConfig, load_config
+from dc3ray.core.shards import read_shards
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def subset30(cifar_root, tmp_path_factory) -> Path:
+    """10 classes x 30 real train images, as an ImageFolder (condense ingests it itself)."""
+    return make_cifar_subset(cifar_root, tmp_path_factory.mktemp("c30") / "train", "train", 30)
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(subset30, cifar_val_shards, tmp_path_factory, ray_session) -> Path:
+    from dc3ray.config import TeacherConfig
+    from dc3ray.pipeline.train import train_teacher
+    out = tmp_path_factory.mktemp("teacher")
+    info = train_teacher(TeacherConfig(epochs=1, batch_size=64), subset30, cifar_val_shards, out,
+                         log=lambda *_: None)
+    return Path(info["checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def tiny_ip2p(tmp_path_factory) -> Path:
+    from dc3ray.core.tiny_diffusion import build_tiny_instruct_pix2pix
+    return build_tiny_instruct_pix2pix(tmp_path_factory.mktemp("ip2p") / "pipe")
+
+
+def _overrides(subset30, val, teacher, out, **extra) -> list[str]:
+    base = {
+        "data": str(subset30), "val": str(val), "out": str(out), "teacher_path": str(teacher),
+        "ingest.shard_rows": 64, "select.ipc": 2, "select.k": 2,
+        "embed.batch_size": 64, "grad.batch_size": 64,
+        "eval.epochs": 2, "eval.seeds": 1, "eval.eval_every": 1,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def _read_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_full_condense_with_tiny_diffusion_writes_every_output(
+        subset30, cifar_val_shards, tiny_teacher, tiny_ip2p, tmp_path, ray_session):
+    from dc3ray.pipeline.condense import condense
+    out = tmp_path / "run"
+    cfg = load_config(CondenseConfig, None, _overrides(
+        subset30, cifar_val_shards, tiny_teacher, out, **{
+            "compensate.compensator": "instructpix2pix", "compensate.model_path": str(tiny_ip2p),
+            "compensate.steps": 2, "compensate.size": 32, "compensate.batch_size": 4}))
+    logs: list[str] = []
+    manifest = condense(cfg, log=logs.append)
+
+    table = read_shards(out / "condensed", required=None)
+    assert table.num_rows == 20
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:05d}" for i in range(10)]
+    assert all(len(list((out / "images" / f"{i:05d}").iterdir())) == 2 for i in range(10))
+    for name in ("manifest.json", "samples.png", "colors.png", "eval.json"):
+        assert (out / name).is_file(), name
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["config"]["compensate"]["compensator"] == "instructpix2pix"
+    assert len(on_disk["images"]) == 20 and all(len(im["prompts"]) == 2 for im in on_disk["images"])
+    assert {im["source_key"].split("/")[0] for im in on_disk["images"]} == \
+        {p.name for p in subset30.iterdir()}
+    assert set(manifest["eval"]) == {"dc3", "selection_only", "random"}
+    assert all(0 <= v["final_mean"] <= 100 for v in manifest["eval"].values())
+    assert {"ingest_train", "features", "select", "compensate", "eval_dc3"} <= set(on_disk["stages"])
+    assert any(line.startswith("[select] done") and "rows/s" in line for line in logs)
+
+    import mlflow
+    mlflow.set_tracking_uri(f"sqlite:///{out.resolve()}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["dc3ray-cifar10"], output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["select.ipc"] == "2"
+    assert "acc.dc3.final_mean" in run.data.metrics and "time.select_s" in run.data.metrics
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"manifest.json", "samples.png", "colors.png"} <= arts
+
+
+def test_changing_only_the_blend_mode_reruns_only_compensation(
+        subset30, cifar_val_shards, tiny_teacher, tmp_path, ray_session):
+    from dc3ray.pipeline.condense import condense
+    out = tmp_path / "run"
+    quiet = lambda *_: None
+    ov = _overrides(subset30, cifar_val_shards, tiny_teacher, out, evaluate="false")
+    first = condense(load_config(CondenseConfig, None, ov), log=quiet)
+    assert not any(s["cached"] for s in first["stages"].values())
+    second = condense(load_config(CondenseConfig, None, ov + ["compensate.blend=grid"]), log=quiet)
+    cached = {k: v["cached"] for k, v in second["stages"].items()}
+    # val is already a shard folder here, so it has no ingest stage.
+    assert cached == {"ingest_train": True, "features": True, "select": True, "compensate": False}
+
+
+def _write_cfg(path: Path, overrides: list[str]) -> Path:
+    from dc3ray.config import parse_overrides
+    path.write_text(yaml.safe_dump(parse_overrides(overrides)))
+    return path
+
+
+def _run_cli(cfg: Path, env: dict, kill_on: str | None = None) -> int:
+    """Run `dc3ray condense`; with kill_on, SIGKILL the driver when that log line appears."""
+    proc = subprocess.Popen([sys.executable, "-m", "dc3ray.cli", "condense", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 300
+    for line in proc.stdout:
+        if kill_on and kill_on in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return -9
+        assert time.time() < deadline, "condense subprocess took too long"
+    return proc.wait()
+
+
+def test_killed_run_resumes_to_byte_identical_outputs(subset30, cifar_val_shards, tiny_teacher,
+                                                       tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS")
+    ref_out, killed_out = tmp_path / "ref", tmp_path / "killed"
+    mk = lambda out: _write_cfg(tmp_path / f"{out.name}.yaml", _overrides(
+        subset30, cifar_val_shards, tiny_teacher, out, evaluate="false", num_cpus=2))
+    assert _run_cli(mk(ref_out), env) == 0
+    assert _run_cli(mk(killed_out), env, kill_on="[select] running") == -9
+    assert not (killed_out / "manifest.json").exists()
+    assert _run_cli(mk(killed_out), env) == 0
+    for sub in ("condensed", "images"):
+        assert _read_bytes(ref_out / sub) == _read_bytes(killed_out / sub), sub
+    a = json.loads((ref_out / "manifest.json").read_text())
+    b = json.loads((killed_out / "manifest.json").read_text())
+    assert a["images"] == b["images"] and a["counts"] == b["counts"]
+    assert b["stages"]["features"]["cached"] is True  # finished before the kill, not redone
