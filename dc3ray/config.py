@@ -272,8 +272,15 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
         raise ConfigError(
             f"unknown setting(s) {', '.join(prefix + u for u in unknown)}; "
             f"valid keys here: {', '.join(sorted(names))}")
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for k, v in data.items():
+        f = defaults[k]
+        # A partial mapping for a nested config overrides the parent's default instance
+        # (e.g. CondenseConfig.embed), not the nested class's own defaults.
+        if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict) and \
+                f.default_factory is not dataclasses.MISSING:
+            v = deep_merge(to_dict(f.default_factory()), v)
         kwargs[k] = _coerce(hints[k], v, f"{where}.{k}" if where else k)
     try:
         return cls(**kwargs)

@@ -106,9 +106,12 @@ def condense(cfg: CondenseConfig, log=print) -> dict:
     elif needs_teacher:
         if not val:
             raise ValueError("training a teacher needs val (a held-out split) or teacher_path")
-        d, tinfo = cache.run("teacher", (train_fp, val_fp, cfg.teacher),
-                             lambda tmp: train_stage.train_teacher(cfg.teacher, str(train), str(val),
-                                                                   str(tmp / "teacher")))
+        parts = (train_fp, val_fp, cfg.teacher)
+        # Train in a stable `.work` folder (not swept like `.tmp-*`) so a killed run resumes
+        # from the last epoch's checkpoint; the stage then commits a copy of the result.
+        work = cache.path("teacher", *parts).with_suffix(".work")
+        d, tinfo = cache.run("teacher", parts,
+                             lambda tmp: _teacher_stage(train_stage, cfg, train, val, work, tmp))
         teacher_ckpt = d / "teacher" / "teacher.pt"
         teacher_id = f"{train_fp}:{d.name}"
 
@@ -197,6 +200,15 @@ def _check_out_owner(out: Path, cfg: CondenseConfig) -> None:
         raise FileExistsError(f"output folder {out} is not empty and holds no dc3ray run; "
                               "choose another `out`")
     marker.write_text(json.dumps(me, indent=2) + "\n")
+
+
+def _teacher_stage(train_stage, cfg: CondenseConfig, train: Path, val: Path, work: Path,
+                   tmp: Path) -> dict:
+    info = train_stage.train_teacher(cfg.teacher, str(train), str(val), str(work))
+    (tmp / "teacher").mkdir()
+    for name in (train_stage.TEACHER_FILE, train_stage.TEACHER_JSON):
+        shutil.copy2(work / name, tmp / "teacher" / name)
+    return {"val_top1": info["val_top1"], "epochs": info["epochs_done"], "wall_s": info["wall_s"]}
 
 
 def _features_stage(select_stage, train, embed_cfg, grad_cfg, sel, tmp: Path) -> dict:

@@ -44,7 +44,7 @@ def tiny_ip2p(tmp_path_factory) -> Path:
 
 def _overrides(subset30, val, teacher, out, **extra) -> list[str]:
     base = {
-        "data": str(subset30), "val": str(val), "out": str(out), "teacher_path": str(teacher),
+        "data": str(subset30), "val": str(val), "out": str(out), "teacher_path": str(teacher) if teacher else "null",
         "ingest.shard_rows": 64, "select.ipc": 2, "select.k": 2,
         "embed.batch_size": 64, "grad.batch_size": 64,
         "eval.epochs": 2, "eval.seeds": 1, "eval.eval_every": 1,
@@ -100,13 +100,18 @@ def test_changing_only_the_blend_mode_reruns_only_compensation(
     from dc3ray.pipeline.condense import condense
     out = tmp_path / "run"
     quiet = lambda *_: None
-    ov = _overrides(subset30, cifar_val_shards, tiny_teacher, out, evaluate="false")
+    # No teacher_path: condense trains the teacher itself (the features need its backbone).
+    ov = _overrides(subset30, cifar_val_shards, None, out, evaluate="false",
+                    **{"teacher.epochs": 1, "teacher.batch_size": 64})
     first = condense(load_config(CondenseConfig, None, ov), log=quiet)
     assert not any(s["cached"] for s in first["stages"].values())
+    assert len(list((out / "stages").glob("teacher-*.work"))) == 1  # resumable training folder
     second = condense(load_config(CondenseConfig, None, ov + ["compensate.blend=grid"]), log=quiet)
     cached = {k: v["cached"] for k, v in second["stages"].items()}
     # val is already a shard folder here, so it has no ingest stage.
-    assert cached == {"ingest_train": True, "features": True, "select": True, "compensate": False}
+    assert cached == {"ingest_train": True, "teacher": True, "features": True, "select": True,
+                      "compensate": False}
+    assert second["teacher"].endswith("teacher.pt") and Path(second["teacher"]).is_file()
 
 
 def _write_cfg(path: Path, overrides: list[str]) -> Path:

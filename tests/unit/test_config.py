@@ -53,3 +53,11 @@ def test_select_config_accepts_exactly_positive_ipc_and_k(ipc, k, seed):
     else:
         with pytest.raises(ConfigError):
             from_dict(SelectConfig, {"ipc": ipc, "k": k, "seed": seed})
+
+
+def test_partial_nested_override_keeps_the_parents_default_instance():
+    from dc3ray.config import CondenseConfig
+    cfg = load_config(CondenseConfig, None, ["embed.batch_size=64"])
+    assert cfg.embed.batch_size == 64
+    assert cfg.embed.backbone == CondenseConfig().embed.backbone == "teacher"
+    assert cfg.embed.image_size == 32
