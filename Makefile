@@ -3,7 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DATA ?= $(or $(DC3RAY_DATA),../shared/data/cifar10)
+# Empty: ../shared/data/cifar10, else torchvision's download (see dc3ray/pipeline/demo.py).
+DATA ?= $(DC3RAY_DATA)
 RUNS ?= runs
 
 export RAY_AUTH_MODE ?= disabled
@@ -25,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
 
 demo: $(STAMP)
-	$(PY) -m dc3ray.cli demo --data $(DATA) --out $(RUNS)/demo
+	$(PY) -m dc3ray.cli demo $(if $(DATA),--data $(DATA),) --out $(RUNS)/demo
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

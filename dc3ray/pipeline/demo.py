@@ -18,18 +18,28 @@ PRESET = REPO / "configs" / "cifar10.yaml"
 DEMO_OVERRIDES = [
     "select.ipc=10",
     "teacher.epochs=1",
-    "eval.epochs=40", "eval.seeds=1", "eval.eval_every=20",
+    "eval.epochs=30", "eval.seeds=1", "eval.eval_every=30",
+    # One feature actor with two threads; one extra logical CPU keeps the Parquet read tasks
+    # schedulable beside it (Ray sets an actor's torch threads from its num_cpus).
+    "embed.num_cpus_per_actor=2", "grad.num_cpus_per_actor=2",
 ]
+
+
+def _local_cpus() -> list[str]:
+    return [] if os.environ.get("RAY_ADDRESS") else [f"num_cpus={(os.cpu_count() or 1) + 1}"]
 
 
 def find_cifar10(data: str | None, out: Path, log=print) -> tuple[str, str]:
     """(train, val) folders: `data`, $DC3RAY_DATA, ../shared/data/cifar10, or a torchvision download."""
-    candidates = [data, os.environ.get("DC3RAY_DATA"), str(REPO.parent / "shared" / "data" / "cifar10")]
+    explicit = data or os.environ.get("DC3RAY_DATA")
+    # A folder the user named must be used (or fail loudly), never silently replaced.
+    candidates = [explicit] if explicit else [str(REPO.parent / "shared" / "data" / "cifar10")]
     for c in candidates:
-        if c and (Path(c) / "train").is_dir() and (Path(c) / "val").is_dir():
+        if (Path(c) / "train").is_dir() and (Path(c) / "val").is_dir():
             return str(Path(c) / "train"), str(Path(c) / "val")
-    if data and not Path(data).exists():
-        raise FileNotFoundError(f"CIFAR-10 folder {data} does not exist (expected train/ and val/)")
+    if explicit:
+        raise FileNotFoundError(f"CIFAR-10 folder {explicit} does not hold train/ and val/ "
+                                "class folders")
     log("[demo] no local CIFAR-10 found; trying torchvision's download (needs internet)")
     import torchvision
     root = out / "download"
@@ -48,7 +58,7 @@ def demo_config(data: str | None, out: str, overrides: list[str] | None = None,
     train, val = find_cifar10(data, Path(out), log)
     return load_config(CondenseConfig, PRESET,
                        [f"data={train}", f"val={val}", f"out={out}"] + DEMO_OVERRIDES
-                       + list(overrides or []))
+                       + _local_cpus() + list(overrides or []))
 
 
 def format_table(evals: dict) -> str:

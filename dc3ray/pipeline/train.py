@@ -115,6 +115,21 @@ def _check_v2() -> None:
                            "RAY_TRAIN_V2_ENABLED or set it to 1")
 
 
+def _auto_cpus_per_worker(cpus_per_worker: float | None, workers: int) -> float:
+    """None -> an even share of the cluster's CPUs per worker (at most 8), at least 1.
+
+    Ray sets OMP_NUM_THREADS from the worker's CPU count, so a 1-CPU worker trains with one
+    thread: on a 2-core laptop that halves the speed of a single-worker run.
+    """
+    if cpus_per_worker is not None:
+        return float(cpus_per_worker)
+    total = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else 1
+    if not os.environ.get("RAY_ADDRESS"):
+        # A local instance may advertise more logical CPUs than cores; threads need cores.
+        total = min(total, os.cpu_count() or 1)
+    return float(max(1, min(8, int(total // max(workers, 1)))))
+
+
 def _warn_if_unschedulable(workers: int, cpus_per_worker: float, use_gpu: bool, where: str,
                            log: Callable[[str], None]) -> None:
     # Ray Train waits silently for resources it never gets; say so up front (a warning, not an
@@ -232,7 +247,7 @@ def _teacher_loop(config: dict) -> dict:
 
 
 def train_teacher(cfg: TeacherConfig, train_path: str | Path, val_path: str | Path,
-                  out_dir: str | Path, *, norm: str = "cifar", cpus_per_worker: float = 1.0,
+                  out_dir: str | Path, *, norm: str = "cifar", cpus_per_worker: float | None = None,
                   model_kwargs: dict | None = None, stop_after: int | None = None,
                   log: Callable[[str], None] = print) -> dict:
     """Train a teacher with Ray Train; checkpoint every epoch; resume when rerun on `out_dir`.
@@ -272,6 +287,7 @@ def train_teacher(cfg: TeacherConfig, train_path: str | Path, val_path: str | Pa
             return {**prev, "epochs_this_call": 0, "resumed_from_epoch": prev["epochs_done"],
                     "wall_s": 0.0}
     init_ray()
+    cpus_per_worker = _auto_cpus_per_worker(cpus_per_worker, cfg.workers)
     _warn_if_unschedulable(cfg.workers, cpus_per_worker, cfg.use_gpu, "teacher", log)
     config = {"cfg": to_dict(cfg), "train_path": paths[0], "val_path": paths[1], "out_dir": str(out_dir),
               "num_classes": num_classes, "norm": norm, "model_kwargs": dict(model_kwargs or {}),
@@ -403,7 +419,7 @@ def _mlflow_log(out_dir: Path, cfg: EvalConfig, summary: dict, experiment: str) 
 def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: str | Path,
                        teacher_ckpt: str | Path | None, out_dir: str | Path,
                        ipc: int | None = None, *, norm: str = "cifar",
-                       cpus_per_worker: float = 1.0, model_kwargs: dict | None = None,
+                       cpus_per_worker: float | None = None, model_kwargs: dict | None = None,
                        print_every: int = 10, experiment: str = "dc3ray-eval",
                        log: Callable[[str], None] = print) -> dict:
     """Score a condensed set: train cfg.student from scratch, once per seed (range(cfg.seeds)),
@@ -444,6 +460,7 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
         ipc = math.ceil(len(labels) / num_classes)
     batch_size = batch_size_for(ipc, num_classes, cfg)
     init_ray()
+    cpus_per_worker = _auto_cpus_per_worker(cpus_per_worker, cfg.workers)
     _warn_if_unschedulable(cfg.workers, cpus_per_worker, cfg.use_gpu, "eval", log)
     summary: dict = {
         "condensed_path": str(Path(condensed_path).resolve()), "val_path": str(Path(val_path).resolve()),

@@ -18,3 +18,17 @@ def test_preset_parses_and_validates(preset):
     cfg = load_config(CondenseConfig, preset)
     assert cfg.select.ipc >= 1 and cfg.eval.image_size == cfg.teacher.image_size \
         or cfg.teacher_path is not None
+
+
+def test_demo_config_uses_the_cifar10_preset_with_reduced_budgets(cifar_root, tmp_path):
+    from dc3ray.pipeline.demo import demo_config
+    cfg = demo_config(str(cifar_root), str(tmp_path / "demo"), log=lambda *_: None)
+    assert cfg.data.endswith("train") and cfg.val.endswith("val")
+    assert (cfg.select.ipc, cfg.teacher.epochs, cfg.eval.seeds) == (10, 1, 1)
+    assert cfg.embed.backbone == "teacher" and cfg.compensate.compensator == "classical"
+
+
+def test_demo_with_a_missing_data_folder_names_it(tmp_path):
+    from dc3ray.pipeline.demo import demo_config
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        demo_config(str(tmp_path / "nowhere"), str(tmp_path / "demo"), log=lambda *_: None)
