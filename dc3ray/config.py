@@ -63,7 +63,7 @@ class EmbedConfig:
         _check(self.image_size >= 8, f"embed.image_size must be >= 8, got {self.image_size}")
         _check(self.batch_size >= 1, f"embed.batch_size must be >= 1, got {self.batch_size}")
         _check(self.num_actors >= 1, f"embed.num_actors must be >= 1, got {self.num_actors}")
-        _check(self.backbone not in ("vae", "teacher", "resnet18") or self.model_path,
+        _check(self.backbone not in ("vae", "teacher", "resnet18", "convnet3") or self.model_path,
                f"embed.backbone={self.backbone!r} needs embed.model_path (a local path)")
 
 
@@ -83,7 +83,7 @@ class GradConfig:
                f"{tuple(b for b in BACKBONES if b != 'vae')}")
         _check(self.image_size >= 8, f"grad.image_size must be >= 8, got {self.image_size}")
         _check(self.batch_size >= 1, f"grad.batch_size must be >= 1, got {self.batch_size}")
-        _check(self.backbone not in ("teacher", "resnet18") or self.model_path,
+        _check(self.backbone not in ("teacher", "resnet18", "convnet3") or self.model_path,
                f"grad.backbone={self.backbone!r} needs grad.model_path (a local path)")
 
 
@@ -126,6 +126,7 @@ class CompensateConfig:
     image_guidance: float = 1.5
     strength: float = 0.5           # img2img only
     size: int = 256                 # diffusion working resolution
+    max_side: int = 2048            # a longer input side is scaled down to this first (bounds memory)
     template: str = DEFAULT_TEMPLATE
     warm: tuple[str, ...] = WARM_WORDS
     cold: tuple[str, ...] = COLD_WORDS
@@ -154,6 +155,7 @@ class CompensateConfig:
         _check(0.0 < self.strength <= 1.0, f"compensate.strength must be in (0, 1], got {self.strength}")
         _check(self.size >= 8 and self.size % 8 == 0,
                f"compensate.size must be a multiple of 8 and >= 8, got {self.size}")
+        _check(self.max_side >= 8, f"compensate.max_side must be >= 8, got {self.max_side}")
         _check(self.ramp >= 0, f"compensate.ramp must be >= 0, got {self.ramp}")
         _check(self.cell >= 1, f"compensate.cell must be >= 1, got {self.cell}")
         _check(self.batch_size >= 1, f"compensate.batch_size must be >= 1")
@@ -392,3 +394,225 @@ class CondenseConfig:
         _check(self.eval.image_size == self.teacher.image_size or self.teacher_path is not None,
                f"eval.image_size ({self.eval.image_size}) must equal teacher.image_size "
                f"({self.teacher.image_size}) so the teacher sees what the student sees")
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps (`dc3ray sweep`): a base CondenseConfig and a grid of dotted keys -> values
+# --------------------------------------------------------------------------------------------
+
+SWEEP_METRICS = ("best_top1", "final_top1")
+# Top-level settings that steer the driver or fix the dataset and scoring split: one per sweep.
+UNSWEEPABLE = ("name", "out", "data", "val", "class_map", "evaluate", "compare_random",
+               "compare_selection_only", "num_cpus")
+# Top-level settings that do not change the condensed set (they only steer the driver or the
+# scoring), left out of a condensed set's identity.
+_NOT_CONDENSATION = ("name", "out", "evaluate", "compare_random", "compare_selection_only",
+                     "num_cpus", "eval")
+
+
+def _dotted_field(key: str) -> None:
+    """Raise ConfigError unless `key` (e.g. 'select.ipc') names one leaf setting of CondenseConfig."""
+    cls, parts = CondenseConfig, key.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        where = ".".join(parts[:i]) or "the top level"
+        if part not in fields:
+            raise ConfigError(f"grid key {key!r} is not a setting: {where} has "
+                              f"{', '.join(sorted(fields))}")
+        tp = typing.get_type_hints(cls)[part]
+        if dataclasses.is_dataclass(tp):
+            if i == len(parts) - 1:
+                raise ConfigError(f"grid key {key!r} is a whole section; sweep one of its "
+                                  f"settings, e.g. {key}.{dataclasses.fields(tp)[0].name}")
+            cls = tp
+        elif i < len(parts) - 1:
+            raise ConfigError(f"grid key {key!r} is not a setting: {'.'.join(parts[:i + 1])} "
+                              "has no sub-settings")
+
+
+def set_dotted(data: dict, key: str, value: Any) -> dict:
+    """Copy of nested dict `data` with dotted `key` ('select.ipc') set to `value`."""
+    head, _, rest = key.partition(".")
+    out = dict(data)
+    if rest:
+        inner = out.get(head)
+        out[head] = set_dotted(inner if isinstance(inner, dict) else {}, rest, value)
+    else:
+        out[head] = value
+    return out
+
+
+def nest_dotted(flat: dict) -> dict:
+    """{'select.ipc': 2, 'eval': {'lr': 1}} -> {'select': {'ipc': 2}, 'eval': {'lr': 1}}."""
+    out: dict = {}
+    for k, v in flat.items():
+        if isinstance(v, dict) and "." not in k:
+            v = nest_dotted(v)
+            out[k] = deep_merge(out[k], v) if isinstance(out.get(k), dict) else v
+        else:
+            cur = out
+            for p in k.split(".")[:-1]:
+                cur = cur.setdefault(p, {})
+            cur[k.split(".")[-1]] = v
+    return out
+
+
+def condensation_id(cfg: CondenseConfig) -> str:
+    """Hash of every setting that changes the condensed set (all but eval and driver settings).
+
+    Grid points that differ only in eval.* share one id, hence one condensed set.
+    """
+    d = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_CONDENSATION}
+    return config_hash(d)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """`dc3ray sweep`: every grid point is `base` with the point's dotted keys set.
+
+    Condensation keys (anything but eval.*) pick the condensed set, built once per distinct
+    value combination; eval.* keys only change how a trial trains its student on that set.
+    """
+    name: str = "sweep"
+    base: CondenseConfig = field(default_factory=CondenseConfig)
+    grid: dict = field(default_factory=dict)   # dotted key -> list of values
+    metric: str = "best_top1"                   # ranks trials (higher is better)
+    max_concurrent_trials: int = 1              # 1 on a 2-core machine: a trial's students use all cores
+    out: str = "runs/sweep"
+
+    def __post_init__(self):
+        import re
+        _check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name or "")),
+               f"sweep name {self.name!r} must be letters, digits, '.', '_' or '-' "
+               "(it names a folder and the MLflow experiment)")
+        _check(self.metric in SWEEP_METRICS,
+               f"metric={self.metric!r} is unknown; choose one of {SWEEP_METRICS}")
+        _check(self.max_concurrent_trials >= 1,
+               f"max_concurrent_trials must be >= 1, got {self.max_concurrent_trials}")
+        _check(bool(self.out), "out must name the sweep's output folder")
+        _check(bool(self.base.val), "base.val must name a held-out split: every trial is scored on it")
+        _check(isinstance(self.grid, dict) and len(self.grid) > 0,
+               "grid must map at least one setting (e.g. select.ipc) to a list of values")
+        grid = {}
+        for key, values in self.grid.items():
+            _check(isinstance(key, str) and bool(key), f"grid key {key!r} must be a dotted setting name")
+            _check(key.split(".")[0] not in UNSWEEPABLE,
+                   f"grid key {key!r} cannot be swept: {', '.join(UNSWEEPABLE)} are fixed per "
+                   "sweep (set them in base)")
+            _dotted_field(key)
+            _check(isinstance(values, (list, tuple)) and len(values) > 0,
+                   f"grid.{key} must be a non-empty list of values, got {values!r}")
+            seen = [json.dumps(v, sort_keys=True, default=str) for v in values]
+            _check(len(set(seen)) == len(seen), f"grid.{key} lists a value twice: {list(values)}")
+            grid[key] = list(values)
+        object.__setattr__(self, "grid", grid)
+        for point in self.points():  # fail now, not after an hour of condensing
+            self.config_for(point)
+
+    @property
+    def condensation_keys(self) -> list[str]:
+        return [k for k in self.grid if not k.startswith("eval.")]
+
+    @property
+    def trial_keys(self) -> list[str]:
+        return [k for k in self.grid if k.startswith("eval.")]
+
+    def points(self, keys: list[str] | None = None) -> list[dict]:
+        """Cartesian product of the grid (or of `keys` only), in grid order."""
+        import itertools
+        keys = list(self.grid) if keys is None else keys
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+
+    def config_for(self, point: dict) -> CondenseConfig:
+        """`base` with the point's dotted keys set; errors name the grid point."""
+        data = to_dict(self.base)
+        for k, v in point.items():
+            data = set_dotted(data, k, v)
+        try:
+            return from_dict(CondenseConfig, data)
+        except ConfigError as e:
+            raise ConfigError(f"grid point {point}: {e}") from None
+
+    def identity(self) -> str:
+        """Hash of what the results depend on (not out / max_concurrent_trials)."""
+        base = {k: v for k, v in to_dict(self.base).items() if k not in ("out", "num_cpus")}
+        return config_hash(self.name, base, self.grid, self.metric)
+
+
+_SWEEP_FIELDS = ("name", "metric", "max_concurrent_trials", "out")
+
+
+def sweep_from_dict(data: dict, root: str | Path = ".",
+                    overrides: list[str] | None = None) -> SweepConfig:
+    """Build a SweepConfig from its YAML form.
+
+    `data`: {base: preset path (relative to `root`, then the working directory) or inline
+    mapping, overrides: mapping applied to base (nested or dotted keys), grid: {dotted key:
+    [values]}, metric, max_concurrent_trials, name, out}. `overrides` ('key=value' strings):
+    name/metric/max_concurrent_trials/out set the sweep's own field, `grid.<key>=[..]` one grid
+    axis, `base.<key>=v` or any other key a base setting (e.g. eval.epochs=30).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"a sweep config must be a mapping, got {type(data).__name__}")
+    known = set(_SWEEP_FIELDS) | {"base", "overrides", "grid"}
+    unknown = sorted(set(data) - known)
+    _check(not unknown, f"unknown sweep setting(s) {', '.join(map(str, unknown))}; valid keys: "
+                        f"{', '.join(sorted(known))}")
+    base = data.get("base", {})
+    if isinstance(base, (str, Path)):
+        base = _read_base(Path(base), Path(root))
+    _check(isinstance(base, dict), f"base must be a preset path or a mapping, got {base!r}")
+    extra = data.get("overrides") or {}
+    _check(isinstance(extra, dict), f"overrides must be a mapping of settings, got {extra!r}")
+    base = deep_merge(base, nest_dotted(extra))
+    fields = {k: data[k] for k in _SWEEP_FIELDS if k in data}
+    grid = data.get("grid") or {}
+    _check(isinstance(grid, dict), f"grid must map dotted settings to lists, got {grid!r}")
+    grid = flatten_dotted(grid)  # nested sections (select: {ipc: [..]}) read as dotted keys
+    for item in overrides or []:
+        for key, value in flatten_dotted(parse_overrides([item])).items():
+            if key in _SWEEP_FIELDS:
+                fields[key] = value
+            elif key.startswith("grid."):
+                grid[key[len("grid."):]] = value
+            else:
+                base = deep_merge(base, nest_dotted({key.removeprefix("base."): value}))
+    try:
+        base_cfg = from_dict(CondenseConfig, base)
+    except ConfigError as e:
+        raise ConfigError(f"base: {e}") from None
+    hints = typing.get_type_hints(SweepConfig)
+    kwargs = {k: _coerce(hints[k], v, k) for k, v in fields.items()}
+    return SweepConfig(base=base_cfg, grid=grid, **kwargs)
+
+
+def flatten_dotted(d: dict, prefix: str = "") -> dict:
+    """{'select': {'ipc': 2}} -> {'select.ipc': 2} (empty mappings stay values)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten_dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _read_base(path: Path, root: Path) -> dict:
+    for p in ([path] if path.is_absolute() else [root / path, path]):
+        if p.is_file():
+            loaded = yaml.safe_load(p.read_text()) or {}
+            _check(isinstance(loaded, dict), f"base preset {p} must hold a mapping at the top level")
+            return loaded
+    raise ConfigError(f"base preset {path} not found (looked in {root} and the working directory)")
+
+
+def load_sweep_config(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    """Read a sweep YAML (configs/sweep_*.yaml); a relative `base:` is read next to it first."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"sweep config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"sweep config file {p} is not valid YAML: {e}") from None
+    return sweep_from_dict(data, p.parent, overrides)

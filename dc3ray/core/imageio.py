@@ -53,15 +53,29 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_rgb(data: bytes, size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """Decode bytes to a uint8 array (H, W, 3). `size` (int side or (h, w)) resizes bicubically."""
+def fit_side(h: int, w: int, max_side: int) -> tuple[int, int]:
+    """(h, w) scaled down, aspect kept, so the longer side is at most max_side (each side >= 1)."""
+    if max(h, w) <= max_side:
+        return h, w
+    s = max_side / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def decode_rgb(data: bytes, size: int | tuple[int, int] | None = None, *,
+               max_side: int | None = None) -> np.ndarray:
+    """Decode bytes to a uint8 array (H, W, 3). `size` (int side or (h, w)) resizes bicubically;
+    else `max_side` scales an image whose longer side exceeds it down to that side (aspect kept)."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             im = to_rgb(im)
             if size is not None:
                 h, w = (size, size) if isinstance(size, int) else size
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.BICUBIC)
+            elif max_side:
+                h, w = fit_side(im.size[1], im.size[0], max_side)
+            else:
+                h, w = im.size[1], im.size[0]
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.BICUBIC)
             return np.asarray(im, dtype=np.uint8).copy()
     except Exception as e:
         raise ImageDecodeError(f"undecodable image: {type(e).__name__}: {e}") from e
@@ -76,9 +90,15 @@ def encode_png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_batch(images: list[bytes], size: int) -> np.ndarray:
-    """Decode a list of encoded images to uint8 (N, size, size, 3)."""
+def decode_batch(images: list[bytes], size: int, keys: list[str] | None = None) -> np.ndarray:
+    """Decode a list of encoded images to uint8 (N, size, size, 3); errors name keys[i]."""
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for i, data in enumerate(images):
-        out[i] = decode_rgb(data, size)
+        try:
+            out[i] = decode_rgb(data, size)
+        except ImageDecodeError as e:
+            if keys is None:
+                raise
+            raise ImageDecodeError(f"image {str(keys[i])!r}: {e}; re-ingest the set with "
+                                   "`dc3ray ingest`, which skips and lists such files") from e
     return out

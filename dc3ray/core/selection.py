@@ -378,7 +378,14 @@ def select_class(keys: Sequence[str], label: int, embeddings: np.ndarray | None,
         arr = np.asarray(arr)
         if len(arr) != n:
             raise ValueError(f"class {name}: {what} has {len(arr)} rows for {n} keys")
-        return arr[order]
+        arr = arr[order]  # now aligned with `keys` (key order)
+        # NaN/inf would make KMeans raise and turn every similarity into NaN; name the images.
+        bad = np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))
+        if bad.size:
+            raise ValueError(f"class {name}: {what} of {bad.size} image(s) hold NaN/inf, e.g. "
+                             f"{[str(keys[i]) for i in bad[:3]]}; the backbone produced broken "
+                             "features (fp16 overflow? bad weights?): fix it and recompute them")
+        return arr
 
     if method == "dc3":
         emb = need(embeddings, "embeddings")

@@ -83,18 +83,31 @@ def shard_files(path: str | Path) -> list[Path]:
     return files
 
 
+def check_shards(path: str | Path, required: pa.Schema = schema.IMAGE_SCHEMA,
+                 columns: list[str] | None = None) -> list[Path]:
+    """The shard files of `path`, after checking every file's footer (no data is read).
+
+    Each file must be readable Parquet and hold the `required` columns (only those named in
+    `columns`, when given) with their types. Raises ShardError naming the file and column.
+    """
+    files = shard_files(path)
+    if columns is not None:
+        required = pa.schema([f for f in required if f.name in columns])
+    for f in files:
+        try:
+            sch = pq.read_schema(f)
+        except Exception as e:
+            raise ShardError(f"{f} is not a readable Parquet file: {e}") from None
+        bad = schema.missing_columns(sch, required)
+        if bad:
+            raise ShardError(f"{f}: wrong or missing column(s): {', '.join(bad)}; "
+                             "re-create the shards with `dc3ray ingest`")
+    return files
+
+
 def read_shards(path: str | Path, required: pa.Schema | None = schema.IMAGE_SCHEMA,
                 columns: list[str] | None = None) -> pa.Table:
     """Read all shards of a folder into one table; each file's columns are checked first."""
-    files = shard_files(path)
-    if required is not None:
-        for f in files:
-            try:
-                sch = pq.read_schema(f)
-            except Exception as e:
-                raise ShardError(f"{f} is not a readable Parquet file: {e}") from None
-            bad = schema.missing_columns(sch, required)
-            if bad:
-                raise ShardError(f"{f}: wrong or missing column(s): {', '.join(bad)}")
+    files = shard_files(path) if required is None else check_shards(path, required)
     tables = [pq.read_table(f, columns=columns) for f in files]
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]

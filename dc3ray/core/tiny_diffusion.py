@@ -130,3 +130,17 @@ def build_tiny_img2img(out_dir: str | Path, seed: int = 0, channels: tuple[int, 
     pipe = StableDiffusionImg2ImgPipeline(**_tiny_components(4, seed, channels))
     pipe.save_pretrained(out)
     return out
+
+
+def build_tiny_text2img(out_dir: str | Path, seed: int = 0, channels: tuple[int, int] = (32, 64)) -> Path:
+    """Save a tiny random StableDiffusionPipeline (text-to-image, UNet in_channels=4) to out_dir.
+
+    Same components as build_tiny_img2img (VAE downsamples by 2: generate at sizes divisible by
+    8; its default size is 64). Used for LoRA fine-tuning and generation tests; returns out_dir.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    out = Path(out_dir)
+    pipe = StableDiffusionPipeline(**_tiny_components(4, seed, channels))
+    pipe.save_pretrained(out)
+    return out

@@ -17,7 +17,7 @@ import ray
 
 from ..config import CompensateConfig, from_dict, to_dict
 from ..core import schema
-from ..core.imageio import decode_rgb, encode_png
+from ..core.imageio import ImageDecodeError, decode_rgb, encode_png
 from ..core.shards import read_shards as read_table_shards
 from .io import write_table_atomic
 from .resources import actor_pool_kwargs
@@ -45,7 +45,9 @@ class CompensatorActor:
     """map_batches actor: builds one Compensator, then edits batches of image rows.
 
     In: a numpy batch with key, label, class_name, image (encoded bytes). Out: COMPENSATED_SCHEMA
-    columns; image is PNG, key is the source key, variant "compensated".
+    columns; image is PNG, key is the source key, variant "compensated". An image whose longer
+    side exceeds cfg.max_side is scaled down to it first (its height/width say so); an
+    undecodable image raises ImageDecodeError naming its key.
     """
 
     def __init__(self, cfg: dict, device: str | None = None):
@@ -59,7 +61,12 @@ class CompensatorActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys = [str(k) for k in batch[schema.KEY]]
-        images = [decode_rgb(b) for b in batch[schema.IMAGE]]
+        images = []
+        for key, blob in zip(keys, batch[schema.IMAGE]):
+            try:
+                images.append(decode_rgb(blob, max_side=self.cfg.max_side))
+            except ImageDecodeError as e:
+                raise ImageDecodeError(f"image {key!r}: {e}") from e
         results = self.compensator.compensate(images, keys)
         return {
             schema.KEY: np.array(keys, dtype=object),
@@ -117,7 +124,8 @@ def compensate_dataset(condensed_path: str | Path, cfg: CompensateConfig, out_di
     """Compensate every image of a shard folder; write the result as shards in out_dir.
 
     Output rows (COMPENSATED_SCHEMA), sorted by key: one per source image with its source key,
-    PNG image at the source size, the two prompts, the run seed and variant="compensated".
+    PNG image at the source size (scaled down to fit cfg.max_side when larger; the summary's
+    "resized" lists those keys), the two prompts, the run seed and variant="compensated".
     With cfg.keep_originals the unedited source rows are added too: key f"{key}#orig", original
     bytes, empty prompts, variant="original". compensator "none" writes the source rows unchanged
     (variant "original", key unchanged; keep_originals then adds nothing). class_map.json is
@@ -158,7 +166,16 @@ def compensate_dataset(condensed_path: str | Path, cfg: CompensateConfig, out_di
         raise RuntimeError(f"compensation returned {out.num_rows} rows for {table.num_rows} source rows")
     write_table_atomic(out, out_dir, shard_rows, extra_files=extra)
     seconds = time.perf_counter() - t0
+    # Images scaled down to cfg.max_side: listed, never changed silently.
+    src_size = dict(zip(table.column(schema.KEY).to_pylist(),
+                        zip(table.column(schema.HEIGHT).to_pylist(),
+                            table.column(schema.WIDTH).to_pylist())))
+    resized = [k for k, h, w in zip(out.column(SOURCE_KEY).to_pylist(),
+                                    out.column(schema.HEIGHT).to_pylist(),
+                                    out.column(schema.WIDTH).to_pylist())
+               if src_size.get(k, (h, w)) != (h, w)]
     return {"out_dir": str(out_dir), "rows": out.num_rows, "source_rows": table.num_rows,
+            "resized": resized,
             "compensator": cfg.compensator, "keep_originals": cfg.keep_originals,
             "seconds": round(seconds, 3),
             "images_per_s": round(table.num_rows / seconds, 3) if seconds else None}

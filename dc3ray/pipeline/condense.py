@@ -15,7 +15,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from ..config import CondenseConfig, EmbedConfig, GradConfig, to_dict
+from ..config import CondenseConfig, ConfigError, EmbedConfig, GradConfig, to_dict
 from ..core import schema
 from ..core.datasets import decode_images, is_shard_dir
 from ..core.shards import atomic_dir, read_shards, write_shards_atomic
@@ -53,7 +53,10 @@ def _ingested(cache: StageCache, name: str, src: str, cfg: CondenseConfig,
         fp = json.loads(info.read_text())["fingerprint"] if info.is_file() else str(p.resolve())
         return p, fp
     icfg = dataclasses.replace(cfg.ingest, class_map=class_map)
-    d, info = cache.run(f"ingest_{name}", (str(p.resolve()), icfg),
+    # Key on the class map's bytes, not its path: val's map is train's, inside `out`, so a path
+    # would tie the key to the output folder; and an edited map must re-ingest.
+    key = dataclasses.replace(icfg, class_map=_file_digest(class_map)) if class_map else icfg
+    d, info = cache.run(f"ingest_{name}", (str(p.resolve()), key),
                         lambda tmp: _ingest_stage(p, tmp / "shards", icfg, ingest, cache.log))
     return d / "shards", info["fingerprint"]
 
@@ -73,8 +76,12 @@ def _resolve_backbone(cfg, teacher_ckpt: str | None):
     return cfg
 
 
-def condense(cfg: CondenseConfig, log=print) -> dict:
-    """Run the whole job; returns the manifest dict (also written to `<out>/manifest.json`)."""
+def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> dict:
+    """Run the whole job; returns the manifest dict (also written to `<out>/manifest.json`).
+
+    `need_teacher`: train (or reuse) the teacher even when this job does not use it, for callers
+    that score the condensed set later by KD (`dc3ray sweep`); manifest["teacher"] names it.
+    """
     from . import compensate as comp_stage
     from . import select as select_stage
     from . import train as train_stage
@@ -82,6 +89,7 @@ def condense(cfg: CondenseConfig, log=print) -> dict:
     from .tracking import tracked_run
 
     t_start = time.perf_counter()
+    _preflight(cfg)  # bad paths and shards fail here, before anything is written or started
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_out_owner(out, cfg)
@@ -91,6 +99,7 @@ def condense(cfg: CondenseConfig, log=print) -> dict:
 
     # 1. ingest train (and val with the train class map, so labels line up)
     train, train_fp = _ingested(cache, "train", cfg.data, cfg, cfg.class_map)
+    _check_class_sizes(train, cfg)  # before the teacher and features, not at selection
     class_map_file = str(train / schema.CLASS_MAP_FILE) if (train / schema.CLASS_MAP_FILE).is_file() \
         else cfg.class_map
     val = val_fp = None
@@ -99,7 +108,7 @@ def condense(cfg: CondenseConfig, log=print) -> dict:
 
     # 2. teacher: given, or trained once and cached (needed by the backbone and by KD)
     teacher_ckpt, teacher_id = None, None
-    needs_teacher = cfg.evaluate and not cfg.eval.hard_labels or \
+    needs_teacher = need_teacher or cfg.evaluate and not cfg.eval.hard_labels or \
         cfg.embed.backbone in ("teacher", "convnet3") or cfg.grad.backbone in ("teacher", "convnet3")
     if cfg.teacher_path:
         teacher_ckpt, teacher_id = Path(cfg.teacher_path), _file_digest(cfg.teacher_path)
@@ -174,6 +183,8 @@ def condense(cfg: CondenseConfig, log=print) -> dict:
         "eval": {k: {m: v.get(m) for m in ("final_mean", "final_std", "best_mean", "best_std")}
                  for k, v in evals.items()},
         "teacher": None if teacher_ckpt is None else str(teacher_ckpt),
+        # Ingested shard folders (cached stages), for callers that evaluate the set later.
+        "shards": {"train": str(train), "val": None if val is None else str(val)},
         "total_seconds": round(time.perf_counter() - t_start, 2),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -185,6 +196,45 @@ def _strip(cfg):
     """Settings that do not change the output (batching, pool size) stay out of the cache key."""
     drop = {"batch_size", "num_actors", "num_cpus_per_actor"}
     return {k: v for k, v in to_dict(cfg).items() if k not in drop}
+
+
+def _preflight(cfg: CondenseConfig) -> None:
+    """Raise ConfigError (or ShardError) naming the setting for any input that cannot work:
+    a missing data/val/class_map/teacher/model path, or a shard folder with bad columns."""
+    from ..core.editing import resolve_model_path
+    from ..core.shards import check_shards
+    for key in ("data", "val", "class_map", "teacher_path"):
+        p = getattr(cfg, key)
+        if p and not Path(p).expanduser().exists():
+            raise ConfigError(f"{key}={p} does not exist; fix the path")
+        if key in ("data", "val") and p and is_shard_dir(p):
+            check_shards(p)
+    for section in ("embed", "grad"):
+        path = getattr(cfg, section).model_path
+        if path and path != "auto" and not Path(path).expanduser().exists():
+            raise ConfigError(f"{section}.model_path={path} does not exist; pass a local "
+                              "checkpoint or folder (nothing is downloaded)")
+    if cfg.compensate.compensator in ("instructpix2pix", "img2img"):
+        try:
+            resolve_model_path(cfg.compensate.model_path)
+        except (ValueError, FileNotFoundError) as e:
+            raise ConfigError(str(e)) from None
+
+
+def _check_class_sizes(train: Path, cfg: CondenseConfig) -> None:
+    """ConfigError naming the first class with fewer than select.ipc images (unless take_all)."""
+    if cfg.select.take_all:
+        return
+    names = read_shards(train, columns=[schema.CLASS_NAME]).column(schema.CLASS_NAME).to_pylist()
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    small = sorted((c, n) for n, c in counts.items() if c < cfg.select.ipc)
+    if small:
+        c, n = small[0]
+        raise ConfigError(f"class {n!r} has {c} images but select.ipc={cfg.select.ipc} "
+                          f"({len(small)} class(es) too small); lower select.ipc or set "
+                          "select.take_all=true")
 
 
 def _check_out_owner(out: Path, cfg: CondenseConfig) -> None:
@@ -241,16 +291,17 @@ def _select_stage(select_stage, train: Path, features: Path | None, cfg: Condens
 
 def _random_stage(train: Path, cfg: CondenseConfig, tmp: Path) -> dict:
     from ..core.selection import random_subset
-    table = random_subset(read_shards(train), cfg.select.ipc, cfg.select.seed)
+    table = random_subset(read_shards(train), cfg.select.ipc, cfg.select.seed,
+                          take_all=cfg.select.take_all)
     extra = {schema.CLASS_MAP_FILE: json.loads((train / schema.CLASS_MAP_FILE).read_text())}
     write_shards_atomic(table, tmp / "subset", cfg.ingest.shard_rows, extra_files=extra)
     return {"rows": table.num_rows, "digest": _table_digest(tmp / "subset")}
 
 
 def _compensate_stage(comp_stage, selected: Path, cfg: CondenseConfig, tmp: Path) -> dict:
-    comp_stage.compensate_dataset(str(selected), cfg.compensate, str(tmp / "condensed"))
+    res = comp_stage.compensate_dataset(str(selected), cfg.compensate, str(tmp / "condensed"))
     rows = read_shards(tmp / "condensed", columns=[schema.KEY]).num_rows
-    return {"rows": rows, "digest": _table_digest(tmp / "condensed")}
+    return {"rows": rows, "digest": _table_digest(tmp / "condensed"), "resized": res["resized"]}
 
 
 def _write_outputs(out: Path, condensed: Path, selected: Path, train: Path,

@@ -31,17 +31,28 @@ def cuda_available_in_cluster() -> bool:
     return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1
 
 
+# A pool actor whose process dies (lost node, OOM kill, ray.kill) is restarted and its batch
+# retried up to this many times. Ray Data's default is forever (-1), which turns a batch that
+# kills its actor every time into a run that never ends; this bound makes it an error instead.
+# Ray 2.60 takes these two only through map_batches' **ray_remote_args (a RayDeprecationWarning,
+# to be removed in Ray 2.64: revisit when the ray pin moves).
+ACTOR_MAX_RESTARTS = 5
+
+
 def actor_pool_kwargs(num_actors: int, num_cpus_per_actor: float = 1.0,
                       use_gpu: bool | None = None) -> dict:
     """map_batches kwargs for a fixed-size actor pool.
 
     `use_gpu=None` means: one GPU per actor when the cluster has GPUs, CPU otherwise. On small
     machines each actor asks for an explicit num_cpus so the pool cannot starve the read tasks.
+    Dead actors are restarted (constructor rerun) and their batches retried, at most
+    ACTOR_MAX_RESTARTS times each; exceptions raised by the actor's own code are not retried.
     """
     if use_gpu is None:
         use_gpu = cuda_available_in_cluster()
     kwargs = {"compute": ray.data.ActorPoolStrategy(size=int(num_actors)),
-              "num_cpus": float(num_cpus_per_actor)}
+              "num_cpus": float(num_cpus_per_actor),
+              "max_restarts": ACTOR_MAX_RESTARTS, "max_task_retries": ACTOR_MAX_RESTARTS}
     if use_gpu:
         kwargs["num_gpus"] = 1
     return kwargs

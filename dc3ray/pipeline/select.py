@@ -46,11 +46,12 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _decode(images, size: int | None) -> np.ndarray:
-    """Encoded bytes column -> uint8 (N, size, size, 3); size=None keeps the stored size."""
+def _decode(images, size: int | None, keys=None) -> np.ndarray:
+    """Encoded bytes column -> uint8 (N, size, size, 3); size=None keeps the stored size.
+    A bad image raises ImageDecodeError naming its key."""
     blobs = [bytes(b) for b in images]
     if size is not None:
-        return decode_batch(blobs, size)
+        return decode_batch(blobs, size, keys=None if keys is None else list(keys))
     arrs = [decode_rgb(b) for b in blobs]
     shapes = {a.shape for a in arrs}
     if len(shapes) > 1:
@@ -72,7 +73,7 @@ class Embedder:
         self.keep = tuple(keep)
 
     def __call__(self, batch: dict) -> dict:
-        emb = self.model(_decode(batch[schema.IMAGE], self.model.input_size))
+        emb = self.model(_decode(batch[schema.IMAGE], self.model.input_size, batch[schema.KEY]))
         out = {schema.KEY: batch[schema.KEY], schema.LABEL: batch[schema.LABEL],
                schema.EMBEDDING: emb}
         out.update({c: batch[c] for c in self.keep})
@@ -95,7 +96,7 @@ class GradientFeaturizer:
         self.embedding_from_h = embedding_from_h
 
     def __call__(self, batch: dict) -> dict:
-        images = _decode(batch[schema.IMAGE], self.model.input_size)
+        images = _decode(batch[schema.IMAGE], self.model.input_size, batch[schema.KEY])
         e, h = self.model(images, np.asarray(batch[schema.LABEL], np.int64))
         out = {schema.KEY: batch[schema.KEY], schema.LABEL: batch[schema.LABEL], E: e, H: h}
         if self.embedding_from_h:

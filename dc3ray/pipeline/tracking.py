@@ -5,6 +5,9 @@ import os
 from pathlib import Path
 
 
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+
+
 def tracking_uri(out: str | Path) -> str:
     """MLFLOW_TRACKING_URI if set, else `sqlite:///<abs out>/mlflow.db` (MLflow 3.17 refuses bare files)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(out).resolve()}/mlflow.db"
@@ -16,14 +19,25 @@ def use_experiment(out: str | Path, name: str) -> str:
     Artifacts go under `<out>/mlartifacts` rather than the current directory.
     """
     import mlflow
-    mlflow.set_tracking_uri(tracking_uri(out))
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is None:
-        art = (Path(out).resolve() / "mlartifacts").as_uri()
-        exp_id = mlflow.create_experiment(name, artifact_location=art)
-    else:
-        exp_id = exp.experiment_id
-    mlflow.set_experiment(experiment_id=exp_id)
+    # mlflow.set_tracking_uri / set_experiment also write MLFLOW_TRACKING_URI / _EXPERIMENT_ID into
+    # os.environ, which tracking_uri() reads: left there, every later run of this process (another
+    # out folder, a sweep trial) would log into this store. Keep the process globals, restore env.
+    saved = {k: os.environ.get(k) for k in _MLFLOW_ENV}
+    try:
+        mlflow.set_tracking_uri(tracking_uri(out))
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            art = (Path(out).resolve() / "mlartifacts").as_uri()
+            exp_id = mlflow.create_experiment(name, artifact_location=art)
+        else:
+            exp_id = exp.experiment_id
+        mlflow.set_experiment(experiment_id=exp_id)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return exp_id
 
 

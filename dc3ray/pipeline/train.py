@@ -127,7 +127,10 @@ def _auto_cpus_per_worker(cpus_per_worker: float | None, workers: int) -> float:
     if not os.environ.get("RAY_ADDRESS"):
         # A local instance may advertise more logical CPUs than cores; threads need cores.
         total = min(total, os.cpu_count() or 1)
-    return float(max(1, min(8, int(total // max(workers, 1)))))
+    # A worker cannot span nodes: never ask for more CPUs than the largest node has.
+    per_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]),
+                   default=1) if ray.is_initialized() else 1
+    return float(max(1, min(8, int(total // max(workers, 1)), int(per_node))))
 
 
 def _warn_if_unschedulable(workers: int, cpus_per_worker: float, use_gpu: bool, where: str,

@@ -1,0 +1,29 @@
+"""MLflow store selection: one run's store must not leak into the next run of the same process."""
+from __future__ import annotations
+
+import os
+
+import mlflow
+
+from dc3ray.pipeline.tracking import tracking_uri, use_experiment
+
+
+def test_use_experiment_logs_to_its_store_and_leaves_the_environment_alone(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    exp_id = use_experiment(a, "exp-a")
+    # mlflow.set_tracking_uri writes the env var; left there, run b would log into a's store.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert "MLFLOW_EXPERIMENT_ID" not in os.environ
+    with mlflow.start_run():
+        mlflow.log_metric("m", 1.0)
+    runs = mlflow.MlflowClient(tracking_uri(a)).search_runs([exp_id])
+    assert len(runs) == 1
+    assert tracking_uri(b) == f"sqlite:///{b.resolve()}/mlflow.db"
+
+
+def test_a_user_tracking_uri_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////srv/mlflow.db")
+    assert tracking_uri(tmp_path) == "sqlite:////srv/mlflow.db"
