@@ -7,10 +7,8 @@ the GCS task events to prove that tasks of that job ran on both nodes. It stops 
 processes it started: each `ray start` runs in its own session, and teardown signals exactly
 the members of those two sessions (never `ray stop`, which would stop every Ray on the machine).
 
-Job submission: with the dashboard's dependencies installed (ray[default]) the test uses the
-public JobSubmissionClient over HTTP; without them (our venv pins ray[data,train,tune] only)
-no Ray dashboard can serve the Jobs API, so the test drives the same backend, Ray's
-JobManager (which starts the JobSupervisor actor that runs the entrypoint), from a driver.
+Job submission goes through the public JobSubmissionClient over the head's dashboard (the Jobs
+HTTP API, what `ray job submit` uses); the package depends on ray[default] for it.
 """
 from __future__ import annotations
 
@@ -36,13 +34,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 RAY = str(Path(sys.executable).parent / "ray")
 JOB_TIMEOUT_S = 360  # about 1 min on an idle 2-core machine (estimate); CI may be loaded
-
-try:  # the same check Ray makes before it starts a dashboard with the Jobs API
-    import ray.dashboard.optional_deps  # noqa: F401
-    HAVE_JOBS_HTTP = True
-except ImportError:
-    HAVE_JOBS_HTTP = False
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -83,7 +74,7 @@ def _own_raylets() -> set[int]:
 @dataclass
 class Cluster:
     gcs: str                  # host:port of the head's GCS
-    dashboard: str | None     # http://host:port when the Jobs HTTP API is up
+    dashboard: str            # http://host:port of the Jobs HTTP API
     head_logs: Path           # the head node's session logs
     env: dict                 # environment the nodes run with
 
@@ -169,7 +160,7 @@ def two_nodes():
         ports.update(gcs=_free_port(), dashboard=_free_port())
         return [RAY, "start", "--head", "--port", str(ports["gcs"]),
                 "--node-ip-address", "127.0.0.1",
-                "--include-dashboard", "true" if HAVE_JOBS_HTTP else "false",
+                "--include-dashboard", "true",
                 "--dashboard-host", "127.0.0.1", "--dashboard-port", str(ports["dashboard"]),
                 *node_args("node_a")]
 
@@ -181,7 +172,7 @@ def two_nodes():
     try:
         _start_node(head_argv, tmp / "head.out", "head node", env, procs)
         _start_node(worker_argv, tmp / "worker.out", "worker node", env, procs)
-        dashboard = f"http://127.0.0.1:{ports['dashboard']}" if HAVE_JOBS_HTTP else None
+        dashboard = f"http://127.0.0.1:{ports['dashboard']}"
         yield Cluster(gcs=f"127.0.0.1:{ports['gcs']}", dashboard=dashboard,
                       head_logs=tmp / "node_a" / "session_latest" / "logs", env=env)
     finally:
@@ -192,64 +183,26 @@ def two_nodes():
         assert not lost, f"teardown stopped another Ray instance's raylet(s): {sorted(lost)}"
 
 
-# A driver that submits through Ray's JobManager: the backend behind the dashboard's Jobs API,
-# used when the dashboard cannot start (no ray[default]). Writes the result as JSON.
-_JOB_MANAGER_SUBMIT = r"""
-import asyncio, json, sys, time
-import ray
-from ray._raylet import GcsClient
-from ray.dashboard.modules.job.job_manager import JobManager
-
-gcs, logs_dir, entrypoint, env_vars, timeout, result = sys.argv[1:7]
-ray.init(address=gcs, logging_level="warning", log_to_driver=False)
-
-async def main():
-    jm = JobManager(GcsClient(address=gcs), logs_dir)
-    # Pinned to the head (as the dashboard does) so the driver log lands in logs_dir.
-    sid = await jm.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": json.loads(env_vars)},
-                              entrypoint_resources={"node_a": 0.01})
-    deadline = time.time() + float(timeout)
-    status = await jm.get_job_status(sid)
-    while not status.is_terminal() and time.time() < deadline:
-        await asyncio.sleep(1)
-        status = await jm.get_job_status(sid)
-    info = await jm.get_job_info(sid)
-    with open(result, "w") as f:
-        json.dump({"submission_id": sid, "status": str(status.value), "message": info.message,
-                   "logs": jm.get_job_logs(sid)}, f)
-
-asyncio.run(main())
-"""
-
-
-def _submit_and_wait(cluster: Cluster, entrypoint: str, env_vars: dict, tmp: Path) -> dict:
+def _submit_and_wait(cluster: Cluster, entrypoint: str, env_vars: dict) -> dict:
     """Submit `entrypoint` as a Ray Job; wait until it ends -> {submission_id, status, logs}."""
-    if cluster.dashboard:
-        from ray.job_submission import JobStatus, JobSubmissionClient
-        deadline = time.time() + 60
-        while True:  # the dashboard may come up a little after `ray start` returns
-            try:
-                client = JobSubmissionClient(cluster.dashboard)
-                break
-            except ConnectionError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(1)
-        sid = client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": env_vars})
-        deadline = time.time() + JOB_TIMEOUT_S
-        while client.get_job_status(sid) not in (JobStatus.SUCCEEDED, JobStatus.FAILED,
-                                                 JobStatus.STOPPED) and time.time() < deadline:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+    deadline = time.time() + 60
+    while True:  # the dashboard may come up a little after `ray start` returns
+        try:
+            client = JobSubmissionClient(cluster.dashboard)
+            break
+        except ConnectionError:
+            if time.time() > deadline:
+                raise
             time.sleep(1)
-        info = client.get_job_info(sid)
-        return {"submission_id": sid, "status": str(info.status.value), "message": info.message,
-                "logs": client.get_job_logs(sid)}
-    result = tmp / "job_result.json"
-    proc = subprocess.run(
-        [sys.executable, "-c", _JOB_MANAGER_SUBMIT, cluster.gcs, str(cluster.head_logs),
-         entrypoint, json.dumps(env_vars), str(JOB_TIMEOUT_S), str(result)],
-        env=cluster.env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S + 60)
-    assert result.is_file(), f"job submission failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(result.read_text())
+    sid = client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": env_vars})
+    deadline = time.time() + JOB_TIMEOUT_S
+    while client.get_job_status(sid) not in (JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                             JobStatus.STOPPED) and time.time() < deadline:
+        time.sleep(1)
+    info = client.get_job_info(sid)
+    return {"submission_id": sid, "status": str(info.status.value), "message": info.message,
+            "logs": client.get_job_logs(sid)}
 
 
 # Reads the GCS task events of one job: node id -> task names that ran there.
@@ -290,8 +243,7 @@ def test_condense_job_submitted_to_a_two_node_cluster_runs_on_both_nodes(
     entrypoint = shlex.join([sys.executable, str(REPO / "jobs" / "condense.py"),
                              "--config", str(REPO / "configs" / "cifar10.yaml"),
                              *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]])
-    job = _submit_and_wait(two_nodes, entrypoint, {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
-                           tmp_path)
+    job = _submit_and_wait(two_nodes, entrypoint, {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     logs = job["logs"]
     assert job["status"] == "SUCCEEDED", f"{job['status']}: {job['message']}\n{logs[-4000:]}"
 
