@@ -11,7 +11,8 @@ export RAY_AUTH_MODE ?= disabled
 # Keep Ray quiet about usage stats and the dashboard on laptops / CI.
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench bench-embed bench-graphcut bench-compensate bench-scaling \
+	bench-accuracy bench-render clean
 
 venv: $(STAMP)
 
@@ -28,8 +29,34 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m dc3ray.cli demo $(if $(DATA),--data $(DATA),) --out $(RUNS)/demo
 
-bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+# Full-size benchmarks (not part of `make test`): each writes benchmarks/results/<name>.json,
+# render.py turns them into docs/BENCHMARKS.md. Minutes each on 2 cores; see the scripts.
+TEACHER ?= $(RUNS)/bench/teacher_c3/teacher.pt
+
+bench-embed: $(STAMP)
+	$(PY) benchmarks/bench_embed.py --data $(RUNS)/cifar10/train --compute-features $(if $(wildcard $(TEACHER)),--teacher $(TEACHER),)
+
+bench-graphcut: $(STAMP)
+	$(PY) benchmarks/bench_graphcut.py
+
+bench-compensate: $(STAMP)
+	$(PY) benchmarks/bench_compensate.py
+
+bench-scaling: $(STAMP)
+	$(PY) benchmarks/bench_scaling.py
+
+bench: bench-embed bench-graphcut bench-compensate bench-scaling bench-render
+
+# The accuracy table: days of CPU for every row (hours on a GPU); resumable, run it row by row,
+# e.g. make bench-accuracy ROWS="random dc3_select" IPC="10".
+ROWS ?=
+IPC ?=
+bench-accuracy: $(STAMP)
+	$(PY) benchmarks/accuracy_cifar10.py --train $(RUNS)/cifar10/train --val $(RUNS)/cifar10/val \
+	  --teacher $(TEACHER) --work $(RUNS)/bench/acc $(if $(ROWS),--rows $(ROWS),) $(if $(IPC),--ipc $(IPC),)
+
+bench-render: $(STAMP)
+	$(PY) benchmarks/render.py
 
 clean:
 	rm -rf $(RUNS) .pytest_cache

@@ -50,10 +50,13 @@ def source_images(data: str, n: int) -> tuple[np.ndarray, list[str], list[str], 
     root = Path(data)
     if root.is_dir():
         classes = sorted(d for d in root.iterdir() if d.is_dir())
+        listing = {}                # one sorted listing per class, not one per image
         files = []
         for i in range(n):          # round-robin over classes
             d = classes[i % len(classes)]
-            files.append(sorted(d.iterdir())[i // len(classes)])
+            if d not in listing:
+                listing[d] = sorted(d.iterdir())
+            files.append(listing[d][i // len(classes)])
         images = np.stack([decode_rgb(f.read_bytes()) for f in files])
         return images, [f"{f.parent.name}/{f.name}" for f in files], [f.parent.name for f in files], str(root)
     # Speed does not depend on content: seeded noise images stand in when no data is mounted.
@@ -83,8 +86,12 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def core_check(model: Path, images, keys, args) -> dict:
-    """Warm in-process throughput: batch of args.batch per call vs one image per call."""
+def core_check(model: Path, images, keys, *, batch: int, steps: int, size: int) -> dict:
+    """Warm in-process throughput: `batch` images per pipeline call vs one image per call.
+
+    images: uint8 (N, H, W, 3) with N keys; steps and size as CompensateConfig's. Returns
+    {"batch_<b>": {load_s, seconds, images_per_s}, "speedup", "rerun_identical",
+    "batched_vs_single": {max_abs_diff, ...}, device, dtype}."""
     import torch
 
     from dc3ray.config import CompensateConfig
@@ -93,9 +100,9 @@ def core_check(model: Path, images, keys, args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = {"device": device, "dtype": "float16" if device == "cuda" else "float32"}
     results = {}
-    for bs in (args.batch, 1):
-        cfg = CompensateConfig(compensator="instructpix2pix", model_path=str(model), steps=args.steps,
-                               size=args.size, batch_size=bs, blend="none")
+    for bs in (batch, 1):
+        cfg = CompensateConfig(compensator="instructpix2pix", model_path=str(model), steps=steps,
+                               size=size, batch_size=bs, blend="none")
         t0 = time.perf_counter()
         comp = DiffusionCompensator(cfg, device=device)
         load_s = time.perf_counter() - t0
@@ -108,16 +115,16 @@ def core_check(model: Path, images, keys, args) -> dict:
         results[bs] = np.stack([r["image"] for r in res])
         out[f"batch_{bs}"] = {"load_s": round(load_s, 3), "seconds": round(secs, 3),
                               "images_per_s": round(len(keys) / secs, 3)}
-        if bs == args.batch:
+        if bs == batch:
             again = np.stack([r["image"] for r in comp.compensate(images, keys)])
             out["rerun_identical"] = bool(np.array_equal(again, results[bs]))
         del comp
         if device == "cuda":
             torch.cuda.empty_cache()
-    diff = np.abs(results[args.batch].astype(int) - results[1].astype(int))
+    diff = np.abs(results[batch].astype(int) - results[1].astype(int))
     out["batched_vs_single"] = {"max_abs_diff": int(diff.max()), "frac_pixels_differing": float((diff > 0).mean()),
                                 "mean_abs_diff": float(diff.mean())}
-    out["speedup"] = round(out[f"batch_{args.batch}"]["images_per_s"] / out["batch_1"]["images_per_s"], 3)
+    out["speedup"] = round(out[f"batch_{batch}"]["images_per_s"] / out["batch_1"]["images_per_s"], 3)
     if device == "cuda":
         out["gpu"] = torch.cuda.get_device_name(0)
         out["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
@@ -158,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["build_s"] = round(time.perf_counter() - t0, 3)
         images, keys, classes, origin = source_images(args.data, args.images)
         report["images_from"] = origin
-        report["core"] = core_check(model, images, keys, args)
+        report["core"] = core_check(model, images, keys, batch=args.batch, steps=args.steps,
+                                    size=args.size)
         print(json.dumps(report["core"], indent=2), flush=True)
         if not args.skip_ray:
             src = write_source_shards(images, keys, classes, work / "src")

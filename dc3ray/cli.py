@@ -234,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train students from scratch on CONDENSED with online KD from a frozen teacher "
                     "(patch shuffle -> RandomResizedCrop(0.5-1) -> flip -> CutMix; KL at T=20; "
                     "AdamW 1e-3, wd 0.01 off biases/norms; half-cosine LR), one Ray Train run per "
-                    "seed; report final and best top-1 on --val as mean +- std.")
+                    "seed; report final and best top-1 on --val as mean +- std. Each finished "
+                    "seed is kept under OUT/seeds/: rerun the same command after an interruption "
+                    "(or with more --seeds) and only the missing seeds train.")
     s.add_argument("condensed", help="condensed set: shard folder or ImageFolder")
     s.add_argument("--val", required=True, help="held-out split with the same class map")
     s.add_argument("--teacher", default=None, help="teacher checkpoint (dc3ray teacher.pt)")

@@ -177,8 +177,12 @@ def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg:
     """
     class_map = load_class_map(dataset_path)
     num_classes = max(class_map.values()) + 1
-    ds = read_shards(dataset_path, columns=[schema.KEY, schema.LABEL, schema.IMAGE])
     shared = need_embedding and need_gradients and shares_backbone(embed_cfg, grad_cfg)
+    # Several blocks per actor, so every actor of a pool of k > 1 has work.
+    actors = max(embed_cfg.num_actors if need_embedding and not shared else 0,
+                 grad_cfg.num_actors if need_gradients else 0)
+    ds = read_shards(dataset_path, columns=[schema.KEY, schema.LABEL, schema.IMAGE],
+                     min_blocks=4 * actors if actors > 1 else 1)
     if need_embedding and not shared:
         ds = ds.map_batches(
             Embedder, batch_format="numpy", batch_size=embed_cfg.batch_size,

@@ -419,6 +419,33 @@ def _mlflow_log(out_dir: Path, cfg: EvalConfig, summary: dict, experiment: str) 
     return {"tracking_uri": uri, "experiment": experiment, "run_id": run.info.run_id}
 
 
+def _tree_stamp(path: str | Path) -> list:
+    """(name, size, mtime) of a file or of every file under a folder: cheap, and any rewrite
+    of the data changes it."""
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return [(str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size,
+             f.stat().st_mtime_ns) for f in files]
+
+
+def _inputs_key(summary: dict, condensed_path, val_path, teacher_ckpt) -> str:
+    """What a seed's result depends on, besides the seed: config, batch size, data, teacher."""
+    import hashlib
+    parts = {k: summary[k] for k in ("student", "num_classes", "batch_size", "norm", "model_kwargs")}
+    parts["config"] = {k: v for k, v in summary["config"].items() if k != "seeds"}
+    parts["stamps"] = [_tree_stamp(condensed_path), _tree_stamp(val_path),
+                       _tree_stamp(teacher_ckpt) if teacher_ckpt else None]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_seed(path: Path, inputs_key: str) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent, or cut short mid-write: train the seed again
+    return data["result"] if data.get("inputs_key") == inputs_key else None
+
+
 def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: str | Path,
                        teacher_ckpt: str | Path | None, out_dir: str | Path,
                        ipc: int | None = None, *, norm: str = "cifar",
@@ -431,7 +458,8 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
 
     KD from the frozen teacher at `teacher_ckpt` (our format, e.g. train_teacher's teacher.pt),
     or cross-entropy when cfg.hard_labels (teacher_ckpt may be None then). `ipc` sets the batch
-    rule min(ipc * C, cfg.batch_rule); by default ceil(images / classes). Writes out_dir/eval.json
+    rule min(ipc * C, cfg.batch_rule); by default ceil(images / classes). Each finished seed is
+    saved under out_dir/seeds/ and reused by a rerun with the same inputs. Writes out_dir/eval.json
     (per seed: final and best top-1, best epoch, wall time, curve; mean and population std over
     seeds) and logs one MLflow run (MLFLOW_TRACKING_URI, else sqlite:///<out_dir>/mlflow.db).
     Returns the eval.json dict.
@@ -472,11 +500,20 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
         "batch_size": batch_size, "norm": norm, "config": to_dict(cfg),
         "model_kwargs": dict(model_kwargs or {}), "seeds": []}
     t_all = time.perf_counter()
+    inputs_key = _inputs_key(summary, condensed_path, val_path, teacher_ckpt)
     for seed in range(cfg.seeds):
         config = {"cfg": to_dict(cfg), "seed": seed, "condensed_path": summary["condensed_path"],
                   "val_path": summary["val_path"], "teacher_ckpt": summary["teacher_ckpt"],
                   "num_classes": num_classes, "batch_size": batch_size, "norm": norm,
                   "model_kwargs": summary["model_kwargs"], "print_every": max(1, print_every)}
+        # A finished seed is kept: an interrupted 3-seed evaluation resumes at the next seed.
+        seed_file = out_dir / "seeds" / f"seed{seed}.json"
+        done = _read_seed(seed_file, inputs_key)
+        if done is not None:
+            summary["seeds"].append(done)
+            log(f"[eval] seed {seed}: done earlier ({seed_file}): final "
+                f"{done['top1_final']:.2f}%, best {done['top1_best']:.2f}%")
+            continue
         trainer = TorchTrainer(
             _student_loop, train_loop_config=config,
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
@@ -488,6 +525,8 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
         res = dict(result.return_value)
         res["wall_s"] = round(time.perf_counter() - t0, 2)
         summary["seeds"].append(res)
+        seed_file.parent.mkdir(exist_ok=True)
+        _write_json(seed_file, {"inputs_key": inputs_key, "result": res})
         log(f"[eval] seed {seed}: final {res['top1_final']:.2f}%, best {res['top1_best']:.2f}% "
             f"@ {res['best_epoch']} ({res['wall_s']:.1f} s)")
     summary.update(summarize_seeds(summary["seeds"]))

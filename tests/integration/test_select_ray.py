@@ -174,3 +174,24 @@ def test_random_method_needs_no_model_and_matches_random_subset(cifar_small_shar
                                 show_progress=False)
     ref = random_subset(read_image_shards(cifar_small_shards), 4, seed=9)
     assert pq.read_table(manifest).column("key").to_pylist() == ref.column("key").to_pylist()
+
+
+@pytest.mark.ray
+def test_a_small_folder_is_split_so_a_two_actor_pool_shares_the_work(features, cifar_small_shards,
+                                                                    tmp_path):
+    """Ray 2.60 reads a small shard folder as one block, which would leave the second actor
+    idle; read_shards(min_blocks=) splits it (order kept) and the features do not change."""
+    import dataclasses
+    from dc3ray.pipeline.io import read_shards
+    from dc3ray.pipeline.select import compute_features, list_column, read_features
+    keys = read_image_shards(cifar_small_shards, columns=[schema.KEY]).column(schema.KEY).to_pylist()
+    split = read_shards(cifar_small_shards, columns=[schema.KEY], min_blocks=8).materialize()
+    assert split.num_blocks() >= 8
+    assert [r[schema.KEY] for r in split.iter_rows()] == keys
+
+    two = dataclasses.replace(GRAD, num_actors=2)
+    out = compute_features(cifar_small_shards, EMBED, two, tmp_path / "f2", need_embedding=False)
+    got, ref = read_features(out), read_features(features)
+    assert got.column("key").to_pylist() == ref.column("key").to_pylist()
+    for name in ("e", "h"):
+        np.testing.assert_allclose(list_column(got, name), list_column(ref, name), atol=1e-5)

@@ -96,6 +96,21 @@ def test_evaluate_condensed_trains_students_per_seed_and_logs_to_mlflow(
     curve = client.get_metric_history(run.info.run_id, "seed0_val_top1")
     assert [m.step for m in curve] == [2, 3]
 
+    # A rerun (say after an interruption between seeds) reuses the finished seed, untrained.
+    lines: list[str] = []
+    again = evaluate_condensed(cfg, condensed, cifar_val_shards, teacher_path, out,
+                               model_kwargs={"width": 16}, log=lines.append)
+    assert again["seeds"] == summary["seeds"]
+    assert any("seed 0: done earlier" in line for line in lines), lines
+    # The saved seed is keyed on everything it depends on except the seed count.
+    from dc3ray.pipeline.train import _inputs_key
+    key = _inputs_key(summary, condensed, cifar_val_shards, teacher_path)
+    more_seeds = dict(summary, config=dict(summary["config"], seeds=5))
+    assert _inputs_key(more_seeds, condensed, cifar_val_shards, teacher_path) == key
+    longer = dict(summary, config=dict(summary["config"], epochs=4))
+    assert _inputs_key(longer, condensed, cifar_val_shards, teacher_path) != key
+    assert _inputs_key(summary, condensed, cifar_val_shards, None) != key
+
 
 def test_evaluate_condensed_without_a_teacher_asks_for_one_or_hard_labels(cifar_val_shards,
                                                                            tmp_path):

@@ -144,10 +144,10 @@ def _run(cfg: Path, kill_after: tuple[str, str] | None = None) -> tuple[int, str
     return proc.wait(), "".join(lines)
 
 
-def test_same_config_in_a_fresh_folder_killed_in_three_stages_ends_identical_to_the_first_run(
+def test_same_config_in_a_fresh_folder_killed_in_four_stages_ends_identical_to_the_first_run(
         tiny, first_run, tmp_path):
     """Determinism and resume in one: a second fresh folder, same config, whose driver is
-    SIGKILLed in three stages and restarted each time, must end with the first run's manifest
+    SIGKILLed in four stages (teacher, features, selection, compensation) and restarted each time, must end with the first run's manifest
     (timings aside) and bytes. (A plain second run would add a whole teacher training.)"""
     out = tmp_path / "rün out C"
     cfg = _write_cfg(tmp_path / "c.yaml", _settings(tiny, out))
@@ -159,12 +159,15 @@ def test_same_config_in_a_fresh_folder_killed_in_three_stages_ends_identical_to_
     rc, log = _run(cfg, ("[features] running", "Running Dataset"))
     assert rc == -9, log[-3000:]
     assert "[teacher] resuming from epoch" in log  # continued from a checkpoint, not from scratch
-    # 3. inside the compensation stage, while Ray Data runs the compensation actors
+    # 3. as per-class selection starts, right after the features stage committed
+    rc, log = _run(cfg, ("[features] done", "[select] running"))
+    assert rc == -9, log[-3000:]
+    # 4. inside the compensation stage, while Ray Data runs the compensation actors
     rc, log = _run(cfg, ("[compensate] running", "Running Dataset"))
     assert rc == -9, log[-3000:]
-    assert "[teacher] cached" in log and "[features] done" in log and "[select] done" in log
+    assert "[teacher] cached" in log and "[features] cached" in log and "[select] done" in log
     assert not (out / "manifest.json").exists()
-    # 4. to the end
+    # 5. to the end
     rc, log = _run(cfg)
     assert rc == 0, log[-3000:]
     final = json.loads((out / "manifest.json").read_text())["stages"]
