@@ -86,13 +86,15 @@ def plot_ratios(records: list[dict], path: Path) -> bool:
         for r in rec["result"].get("summary", []):
             v = r.get("ratio", r.get("speedup"))
             if isinstance(v, (int, float)):
-                label = " ".join(str(r[k]) for k in list(r)[:2])
+                words = [str(x) for x in r.values() if isinstance(x, str)][:3]
+                k0 = next(iter(r))  # the row's first column names it when it is a number
+                label = " ".join(words) if words else f"{k0}={r[k0]}"
                 bars.append((f"{rec['name']}: {label}", float(v)))
     if not bars:
         return False
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 0.45 * len(bars) + 1.2))
+    fig = Figure(figsize=(10, 0.45 * len(bars) + 1.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.barh([b[0] for b in bars], [b[1] for b in bars])
@@ -107,7 +109,7 @@ def plot_ratios(records: list[dict], path: Path) -> bool:
 
 def render(results: Path, docs: Path) -> Path:
     records = {}
-    for f in sorted(results.glob("*.json")):
+    for f in sorted(results.glob("*.json")):  # <name>.notes.md files hold the hand-written notes
         rec = json.loads(f.read_text())
         records[rec.get("name", f.stem)] = rec
     names = [n for n in ORDER if n in records] + sorted(n for n in records if n not in ORDER)
@@ -137,6 +139,10 @@ def render(results: Path, docs: Path) -> Path:
             if res.get(key):
                 notes = res[key] if isinstance(res[key], list) else [res[key]]
                 out += [f"- {x}" for x in notes] + [""]
+        hand = results / f"{n}.notes.md"  # reading of the figures, written after the run
+        if hand.is_file():
+            out += ["Notes (written by hand after the run; the figures above are the record's):",
+                    "", hand.read_text().strip(), ""]
         if isinstance(res.get("protocol"), dict):
             out += ["Protocol: " + ", ".join(f"{k}={v}" for k, v in res["protocol"].items()), ""]
     path = docs / "BENCHMARKS.md"

@@ -63,7 +63,9 @@ def test_render_writes_every_record_with_its_command_machine_and_plots(tmp_path)
         "protocol": {"epochs": 300}}, ["--rows", "random"], out_dir=results)
     save("bench_graphcut", {"summary": [{"n": 1300, "speedup": 40.0}],
                             "notes": ["a note | with a pipe"]}, [], out_dir=results)
+    (results / "bench_graphcut.notes.md").write_text("Read by hand: fast.\n")
     md = render.render(results, docs).read_text()
+    assert "Notes (written by hand after the run" in md and "Read by hand: fast." in md
     assert md.index("Accuracy on real CIFAR-10") < md.index("Selection: vectorised GraphCut")
     assert "`python benchmarks/x.py --rows random`" in md
     assert md.count("- machine: ") == 2 and "- date: " in md
