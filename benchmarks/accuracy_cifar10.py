@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load, save  # noqa: E402
+from benchlib import load, save  # noqa: E402
 
 ROWS = {  # row -> (selection method, compensator or None)
     "random": ("random", None),

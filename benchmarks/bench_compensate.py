@@ -10,7 +10,7 @@ classical  ClassicalCompensator: one compensate() call over all images vs one ca
            close; `vectorised_shift_images_per_s` times color.shift_color over the whole stack
            with one word, an upper bound on what a vectorised classical path could reach.
 Real CIFAR-10 images from --data (32 px JPEG), noise images when it is missing.
-Writes results/bench_compensate.json (see _common.save).
+Writes results/bench_compensate.json (see benchlib.save).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_compensate.py
     OMP_NUM_THREADS=1 python benchmarks/bench_compensate.py --images 4 --steps 1 --size 16 \\
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load, peak_rss_mb, save  # noqa: E402
+from benchlib import load, peak_rss_mb, save  # noqa: E402
 from gpu_check import core_check, source_images  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "train"

@@ -31,7 +31,7 @@ On a 2-core machine 2 actors share the 2 cores with the read tasks and the drive
 max(actors) x CPUs-per-actor + 1 logical CPUs: a run with 2 x 1-CPU actors on a 2-CPU instance
 stalled once here with its read tasks unscheduled, while the machine was saturated by other
 work at higher priority; that was not reproduced on an idle machine.
-Writes results/bench_embed.json (see _common.save).
+Writes results/bench_embed.json (see benchlib.save).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_embed.py --teacher runs/bench/teacher_c3/teacher.pt
     OMP_NUM_THREADS=1 python benchmarks/bench_embed.py --images 256 --batch-size 64 \\
@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load, peak_rss_mb, save  # noqa: E402
+from benchlib import load, peak_rss_mb, save  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / "runs" / "cifar10" / "train"

@@ -5,7 +5,7 @@ For each n (items in one class): the two greedies on the same similarity (time, 
 the picks are identical) and the two ways of building s_ij = 0.5 + 0.5 cos(g_i, g_j) for the
 last-layer gradient g = [e, e (x) h] (time; peak memory of the call measured with tracemalloc,
 which tracks numpy's buffers; timings are taken in separate runs without tracemalloc).
-Writes results/bench_graphcut.json (see _common.save).
+Writes results/bench_graphcut.json (see benchlib.save).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_graphcut.py                 # n = 500 1300 2600
     OMP_NUM_THREADS=1 python benchmarks/bench_graphcut.py --n 1300 --budget 50 --classes 100
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load, save  # noqa: E402
+from benchlib import load, save  # noqa: E402
 
 from dc3ray.core.selection import (factored_similarity, graphcut_greedy,  # noqa: E402
                                    materialised_gradient)

@@ -14,7 +14,7 @@ OMP_NUM_THREADS=1 in them), at most 2 x w in flight; one untimed warm-up task pe
 apart), classes/s and items/s, speedup (the first --workers entry's wall time over this one's),
 peak RSS of the driver and of the task workers (ru_maxrss read in the task: a worker's peak
 over the tasks it ran).
-Writes results/bench_scaling.json (see _common.save).
+Writes results/bench_scaling.json (see benchlib.save).
 
     python benchmarks/bench_scaling.py                                  # 1000 x 1300, w = 1, 2
     python benchmarks/bench_scaling.py --classes 8 --items 200 --out-dir /tmp/bench   # dry run
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load, peak_rss_mb, save  # noqa: E402
+from benchlib import load, peak_rss_mb, save  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_collect_reports_measured_partial_and_unmeasured_cells(tmp_path):
 def test_render_writes_every_record_with_its_command_machine_and_plots(tmp_path):
     results, docs = tmp_path / "results", tmp_path / "docs"
     sys.argv = ["benchmarks/x.py"]
-    from _common import save
+    from benchlib import save
     save("accuracy_cifar10", {"summary": [
         {"row": "random", "ipc": 10, "labels": "KD", "best_top1": "53.00 +- 1.00",
          "best_mean": 53.0, "best_std": 1.0, "status": "measured"},
