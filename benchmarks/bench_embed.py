@@ -155,13 +155,17 @@ def plain_loop(data: str | Path, actor: str, embed_cfg, grad_cfg, num_classes: i
 
 
 def timing_row(name: str, n: int, wall_s: float, startup_s: float, first_s: float,
-               last_s: float, first_rows: int) -> dict:
+               last_s: float, first_rows: int, blocks: int | None = None) -> dict:
     """One summary row: images/s incl. and excl. start-up (after the first batch).
 
     All times in seconds from the row's own start; first_s / last_s: when the first / last
-    batch arrived; first_rows: rows in the first batch.
+    batch arrived; first_rows: rows in the first batch; blocks: batches that arrived (a Ray
+    row). With fewer than MIN_STEADY_BLOCKS there is no steady rate: what is left after the
+    first block is one or two arrivals, and a rate from those is noise.
     """
     steady = (n - first_rows) / (last_s - first_s) if n > first_rows and last_s > first_s else None
+    if blocks is not None and blocks < MIN_STEADY_BLOCKS:
+        steady = None
     return {"stage": name, "images": n, "wall_s": round(wall_s, 3),
             "startup_s": round(startup_s, 3), "first_batch_s": round(first_s, 3),
             "images_per_s": round(n / wall_s, 1),
@@ -183,6 +187,10 @@ def add_ratios(rows: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 # Ray
 # --------------------------------------------------------------------------------------------
+
+# Fewer output blocks than this and a Ray row gets no steady_images_per_s (see timing_row).
+MIN_STEADY_BLOCKS = 4
+
 
 def ray_cpus_for(actors: list[int], num_cpus_per_actor: float) -> int:
     """Logical CPUs for the local Ray instance: the pool must leave one CPU for the read tasks.
@@ -251,7 +259,7 @@ def ray_stage(data: str | Path, actor: str, embed_cfg, grad_cfg, num_classes: in
         raise RuntimeError(f"Ray Data returned {n} rows for {len(reference)} images")
     how = f"repartition({blocks})" if blocks else "read_shards as is"
     row = timing_row(f"Ray Data, {cfg.num_actors} actor(s), {how}", n, t1 - t0, t_first - t0,
-                     t_first - t0, t1 - t0, first_rows)
+                     t_first - t0, t1 - t0, first_rows, blocks=out_blocks)
     row["blocks"] = out_blocks
     row["max_abs_diff_vs_plain"] = max_diff
     return row

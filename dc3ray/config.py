@@ -6,7 +6,6 @@ on the far side (`from_dict`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from .core.fingerprint import json_digest
 
 T = TypeVar("T")
 
@@ -356,8 +357,7 @@ def load_config(cls: type[T], path: str | Path | None = None,
 
 def config_hash(*parts: Any) -> str:
     """Stable short hash of config parts (dataclasses or plain values) for stage caching."""
-    payload = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return json_digest([to_dict(p) for p in parts])
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests check results, not speed: on a loaded 2-core machine an example can take longer
+# than hypothesis' default 200 ms deadline, which would fail a correct test.
+settings.register_profile("dc3ray", deadline=None)
+settings.load_profile("dc3ray")
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR = Path(os.environ.get("DC3RAY_DATA", REPO.parent / "shared" / "data" / "cifar10"))

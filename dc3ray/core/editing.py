@@ -16,8 +16,6 @@ diffusers and torch are imported lazily, only by the diffusion compensators.
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -25,10 +23,9 @@ from PIL import Image
 
 from dc3ray.config import CompensateConfig
 from dc3ray.core import color
+from dc3ray.core.diffusers_io import load_pipeline, resolve_pipeline
 from dc3ray.core.seeding import derive_seed, rng_for
 
-# A hub id is "org/name" (one slash, no path-like prefix); anything else must exist locally.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def choose_words(warm: Sequence[str], cold: Sequence[str], seed: int, key: str) -> tuple[str, str]:
@@ -131,21 +128,8 @@ class ClassicalCompensator:
 # --------------------------------------------------------------------------------------------
 
 def resolve_model_path(model_path: str | None) -> str:
-    """A local diffusers folder (must hold model_index.json) or a hub id "org/name"; else a clear error."""
-    if not model_path:
-        raise ValueError("compensate.model_path is empty; set it to a local diffusers folder or a hub id")
-    p = Path(model_path).expanduser()
-    if p.exists():
-        if not (p / "model_index.json").is_file():
-            raise FileNotFoundError(
-                f"compensate.model_path={model_path!r} exists but has no model_index.json; point it at a "
-                "diffusers pipeline folder (the output of save_pretrained)")
-        return str(p)
-    if _HUB_ID.match(model_path) and not model_path.startswith((".", "~")):
-        return model_path
-    raise FileNotFoundError(
-        f"compensate.model_path={model_path!r} does not exist and does not look like a hub id 'org/name'; "
-        "fix the path or download the model to a local folder")
+    """compensate.model_path checked: a local diffusers folder or a hub id; else a clear error."""
+    return resolve_pipeline(model_path, "compensate.model_path")
 
 
 def default_device() -> str:
@@ -154,23 +138,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_pipeline(pipeline_cls: Any, model_path: str, device: str) -> Any:
-    """Load a diffusers pipeline for editing: fp16 on CUDA, fp32 elsewhere; Euler-Ancestral
-    scheduler; no safety checker (its weights are not available offline); no progress bar."""
-    import torch
+def load_edit_pipeline(pipeline_cls: Any, model_path: str, device: str) -> Any:
+    """A diffusers editing pipeline (see core.diffusers_io.load_pipeline) with the Euler-Ancestral
+    scheduler the DC3 edits use."""
     from diffusers import EulerAncestralDiscreteScheduler
 
-    src = resolve_model_path(model_path)
-    dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
-    try:
-        pipe = pipeline_cls.from_pretrained(src, dtype=dtype, safety_checker=None,
-                                            requires_safety_checker=False)
-    except OSError as e:
-        raise OSError(f"could not load {pipeline_cls.__name__} from compensate.model_path={model_path!r}: {e}. "
-                      "Without internet, download the model first and pass its local folder") from e
+    pipe = load_pipeline(pipeline_cls, model_path, device, "compensate.model_path")
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return pipe
 
 
 def _generators(seed: int, keys: Sequence[str], purpose: str) -> list:
@@ -203,7 +178,7 @@ class _DiffusionBase:
 
         self.cfg = cfg
         self.device = device or default_device()
-        self.pipe = load_pipeline(getattr(diffusers, self.pipeline_name), cfg.model_path, self.device)
+        self.pipe = load_edit_pipeline(getattr(diffusers, self.pipeline_name), cfg.model_path, self.device)
 
     def _edit(self, pil: list, prompts: list[str], generators: list) -> np.ndarray:
         raise NotImplementedError

@@ -16,7 +16,6 @@ Adapters are saved in the diffusers LoRA format (`pytorch_lora_weights.safetenso
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,13 +23,12 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from .diffusers_io import load_pipeline, resolve_pipeline
 from .seeding import derive_seed
 
 PROMPT_TEMPLATE = "a photo of a {class}"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
-# A hub id is "org/name"; anything else must exist locally (same rule as core.editing).
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def class_prompt(class_name: str, template: str = PROMPT_TEMPLATE) -> str:
@@ -41,39 +39,16 @@ def class_prompt(class_name: str, template: str = PROMPT_TEMPLATE) -> str:
 
 
 def resolve_base(base: str | Path | None, setting: str = "--base") -> str:
-    """A local diffusers pipeline folder (with model_index.json) or a hub id 'org/name'."""
-    if not base:
-        raise ValueError(f"{setting} is empty; pass a local Stable Diffusion folder (diffusers layout) or a hub id")
-    p = Path(base).expanduser()
-    if p.exists():
-        if not (p / "model_index.json").is_file():
-            raise FileNotFoundError(f"{setting}={str(base)!r} has no model_index.json; point it at a diffusers "
-                                    "pipeline folder (the output of save_pretrained)")
-        return str(p)
-    if _HUB_ID.match(str(base)) and not str(base).startswith((".", "~")):
-        return str(base)
-    raise FileNotFoundError(f"{setting}={str(base)!r} does not exist and is not a hub id 'org/name'; fix the "
-                            "path or download the model to a local folder")
+    """A local Stable Diffusion pipeline folder (with model_index.json) or a hub id 'org/name'."""
+    return resolve_pipeline(base, setting)
 
 
 def load_text2img(base: str | Path, device: str = "cpu", dtype: Any = None) -> Any:
     """A StableDiffusionPipeline from a local folder / hub id on `device`; dtype defaults to fp16 on
-    CUDA (sampling) and fp32 elsewhere (pass torch.float32 for training). No safety checker (no
-    offline weights), no progress bar."""
-    import torch
+    CUDA (sampling) and fp32 elsewhere (pass torch.float32 for training)."""
     from diffusers import StableDiffusionPipeline
 
-    src = resolve_base(base)
-    if dtype is None:
-        dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(src, dtype=dtype, safety_checker=None,
-                                                       requires_safety_checker=False)
-    except OSError as e:
-        raise OSError(f"could not load a Stable Diffusion pipeline from {base!r}: {e}. Without internet, "
-                      "download the model first and pass its local folder") from e
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return load_pipeline(StableDiffusionPipeline, base, device, "--base", dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------

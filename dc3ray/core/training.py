@@ -13,7 +13,7 @@ generator state gives the same batch on any device.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -252,6 +252,27 @@ def _default_batches(n: int, batch_size: int | None, cfg: Any, generator: torch.
     return epoch_batches(n, bs, generator)
 
 
+def _student_epoch(student: nn.Module, images: torch.Tensor, batches: list[torch.Tensor],
+                   optimizer: torch.optim.Optimizer, cfg: Any, device: str | torch.device,
+                   generator: torch.Generator, mean: Sequence[float], std: Sequence[float],
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+                   ) -> dict:
+    """The student step shared by KD and hard labels: augment_batch, loss_fn(x, idx, index, lam)
+    (idx: the batch's rows; index, lam: the CutMix pairing), one optimizer step per batch."""
+    student.train()
+    total, steps = 0.0, 0
+    for idx in batches:
+        x = to_float(images[idx], mean, std, device)
+        x, index, lam = augment_batch(x, cfg, generator)
+        loss = loss_fn(x, idx, index, lam)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        steps += 1
+    return {"loss": total / max(steps, 1), "steps": steps}
+
+
 def train_one_epoch_kd(student: nn.Module, teacher: nn.Module, images: torch.Tensor,
                        optimizer: torch.optim.Optimizer, cfg: Any, device: str | torch.device,
                        generator: torch.Generator, *, batches: list[torch.Tensor] | None = None,
@@ -265,21 +286,15 @@ def train_one_epoch_kd(student: nn.Module, teacher: nn.Module, images: torch.Ten
     """
     batches = batches if batches is not None else _default_batches(len(images), batch_size, cfg,
                                                                    generator)
-    student.train()
     teacher.eval()
-    total, steps = 0.0, 0
-    for idx in batches:
-        x = to_float(images[idx], mean, std, device)
-        x, _, _ = augment_batch(x, cfg, generator)
+
+    def loss_fn(x, idx, index, lam):
         with torch.no_grad():
             t_logits = teacher(x)
-        loss = kd_loss(student(x), t_logits, cfg.temperature)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach())
-        steps += 1
-    return {"loss": total / max(steps, 1), "steps": steps}
+        return kd_loss(student(x), t_logits, cfg.temperature)
+
+    return _student_epoch(student, images, batches, optimizer, cfg, device, generator, mean, std,
+                          loss_fn)
 
 
 def train_one_epoch_ce(student: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -291,20 +306,14 @@ def train_one_epoch_ce(student: nn.Module, images: torch.Tensor, labels: torch.T
     on the CutMix-mixed targets. Returns {'loss': mean loss, 'steps': n}."""
     batches = batches if batches is not None else _default_batches(len(images), batch_size, cfg,
                                                                    generator)
-    student.train()
-    total, steps = 0.0, 0
-    for idx in batches:
-        x = to_float(images[idx], mean, std, device)
+
+    def loss_fn(x, idx, index, lam):
         y = labels[idx].to(device)
-        x, index, lam = augment_batch(x, cfg, generator)
         out = student(x)
-        loss = lam * F.cross_entropy(out, y) + (1.0 - lam) * F.cross_entropy(out, y[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach())
-        steps += 1
-    return {"loss": total / max(steps, 1), "steps": steps}
+        return lam * F.cross_entropy(out, y) + (1.0 - lam) * F.cross_entropy(out, y[index])
+
+    return _student_epoch(student, images, batches, optimizer, cfg, device, generator, mean, std,
+                          loss_fn)
 
 
 def teacher_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int,

@@ -6,7 +6,6 @@ condensed set (Parquet + RDED ImageFolder) -> evaluation -> color report, manife
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ from pathlib import Path
 from ..config import CondenseConfig, ConfigError, EmbedConfig, GradConfig, to_dict
 from ..core import schema
 from ..core.datasets import decode_images, is_shard_dir
+from ..core.fingerprint import file_digest, files_digest
 from ..core.shards import atomic_dir, read_shards, write_shards_atomic
 from .stages import StageCache
 
@@ -35,14 +35,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def _ingested(cache: StageCache, name: str, src: str, cfg: CondenseConfig,
               class_map: str | None) -> tuple[Path, str]:
     """Shards for `src` (ingested once, cached) and their fingerprint."""
@@ -55,7 +47,7 @@ def _ingested(cache: StageCache, name: str, src: str, cfg: CondenseConfig,
     icfg = dataclasses.replace(cfg.ingest, class_map=class_map)
     # Key on the class map's bytes, not its path: val's map is train's, inside `out`, so a path
     # would tie the key to the output folder; and an edited map must re-ingest.
-    key = dataclasses.replace(icfg, class_map=_file_digest(class_map)) if class_map else icfg
+    key = dataclasses.replace(icfg, class_map=file_digest(class_map)) if class_map else icfg
     d, info = cache.run(f"ingest_{name}", (str(p.resolve()), key),
                         lambda tmp: _ingest_stage(p, tmp / "shards", icfg, ingest, cache.log))
     return d / "shards", info["fingerprint"]
@@ -111,7 +103,7 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
     needs_teacher = need_teacher or cfg.evaluate and not cfg.eval.hard_labels or \
         cfg.embed.backbone in ("teacher", "convnet3") or cfg.grad.backbone in ("teacher", "convnet3")
     if cfg.teacher_path:
-        teacher_ckpt, teacher_id = Path(cfg.teacher_path), _file_digest(cfg.teacher_path)
+        teacher_ckpt, teacher_id = Path(cfg.teacher_path), file_digest(cfg.teacher_path)
     elif needs_teacher:
         if not val:
             raise ValueError("training a teacher needs val (a held-out split) or teacher_path")
@@ -271,13 +263,6 @@ def _features_stage(select_stage, train, embed_cfg, grad_cfg, sel, tmp: Path) ->
     return {"rows": rows}
 
 
-def _table_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(Path(path).glob("*.parquet")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def _select_stage(select_stage, train: Path, features: Path | None, cfg: CondenseConfig,
                   tmp: Path) -> dict:
     if cfg.select.method == "random":
@@ -286,7 +271,7 @@ def _select_stage(select_stage, train: Path, features: Path | None, cfg: Condens
     select_stage.materialise_subset(str(train), str(manifest), str(tmp / "subset"),
                                     cfg.ingest.shard_rows)
     rows = read_shards(tmp / "subset", columns=[schema.KEY]).num_rows
-    return {"rows": rows, "digest": _table_digest(tmp / "subset")}
+    return {"rows": rows, "digest": files_digest(tmp / "subset")}
 
 
 def _random_stage(train: Path, cfg: CondenseConfig, tmp: Path) -> dict:
@@ -295,13 +280,13 @@ def _random_stage(train: Path, cfg: CondenseConfig, tmp: Path) -> dict:
                           take_all=cfg.select.take_all)
     extra = {schema.CLASS_MAP_FILE: json.loads((train / schema.CLASS_MAP_FILE).read_text())}
     write_shards_atomic(table, tmp / "subset", cfg.ingest.shard_rows, extra_files=extra)
-    return {"rows": table.num_rows, "digest": _table_digest(tmp / "subset")}
+    return {"rows": table.num_rows, "digest": files_digest(tmp / "subset")}
 
 
 def _compensate_stage(comp_stage, selected: Path, cfg: CondenseConfig, tmp: Path) -> dict:
     res = comp_stage.compensate_dataset(str(selected), cfg.compensate, str(tmp / "condensed"))
     rows = read_shards(tmp / "condensed", columns=[schema.KEY]).num_rows
-    return {"rows": rows, "digest": _table_digest(tmp / "condensed"), "resized": res["resized"]}
+    return {"rows": rows, "digest": files_digest(tmp / "condensed"), "resized": res["resized"]}
 
 
 def _write_outputs(out: Path, condensed: Path, selected: Path, train: Path,

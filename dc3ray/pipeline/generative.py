@@ -36,8 +36,8 @@ from ..core.lora import LORA_WEIGHTS_FILE, PROMPT_TEMPLATE, resolve_base
 from ..core.shards import atomic_dir, write_shards_atomic
 from .resources import cuda_available_in_cluster, init_ray
 from .tracking import tracking_uri
-from .train import (_all_sum, _auto_cpus_per_worker, _check_v2, _warn_if_unschedulable, _worker,
-                    _worker_logging, _write_json)
+from .train import (_all_sum, _changed, _check_v2, _fit, _worker, _worker_cpus, _worker_logging,
+                    _write_json)
 
 logger = logging.getLogger("dc3ray.pipeline.train")   # the logger _worker_logging forwards
 
@@ -60,11 +60,6 @@ GENERATED_SCHEMA = pa.schema(list(schema.IMAGE_SCHEMA) + [
 
 # Settings a resumed fine-tuning run may change: they do not alter what a step computes.
 _RESUMABLE_CHANGES = ("steps", "workers", "use_gpu", "checkpoint_every", "log_every")
-
-
-def _changed(old: dict, new: dict) -> str:
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                     if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k))
 
 
 def _autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
@@ -104,7 +99,7 @@ def _lora_loop(config: dict) -> dict:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-        changed = _changed(state["settings"], s)
+        changed = _changed(state["settings"], s, _RESUMABLE_CHANGES)
         if changed:
             raise ValueError(f"{config['out_dir']} holds a fine-tuning run with other settings ({changed}); "
                              "rerun with the same settings to resume, or use a new out_dir")
@@ -164,7 +159,6 @@ def finetune_diffusion(condensed: str | Path, base: str | Path, out_dir: str | P
     out_dir/finetune.json; logs one MLflow run. Returns the finetune.json dict.
     """
     _check_v2()
-    from ray.train.torch import TorchTrainer
 
     if steps < 1 or checkpoint_every < 1 or batch_size < 1 or log_every < 1:
         raise ValueError("finetune: steps, checkpoint_every, batch_size and log_every must be >= 1")
@@ -192,7 +186,7 @@ def finetune_diffusion(condensed: str | Path, base: str | Path, out_dir: str | P
     prev_file = out_dir / FINETUNE_JSON
     if prev_file.is_file():
         prev = json.loads(prev_file.read_text())
-        changed = _changed(prev.get("settings", {}), settings)
+        changed = _changed(prev.get("settings", {}), settings, _RESUMABLE_CHANGES)
         if changed:
             raise ValueError(f"{out_dir} holds a fine-tuning run with other settings ({changed}); rerun "
                              "with the same settings to resume, or use a new out_dir")
@@ -202,19 +196,12 @@ def finetune_diffusion(condensed: str | Path, base: str | Path, out_dir: str | P
     init_ray()
     if use_gpu is None:
         use_gpu = cuda_available_in_cluster()
-    cpus_per_worker = _auto_cpus_per_worker(cpus_per_worker, workers)
-    _warn_if_unschedulable(workers, cpus_per_worker, use_gpu, "finetune", log)
+    cpus_per_worker = _worker_cpus(cpus_per_worker, workers, use_gpu, "finetune", log)
     config = {"settings": settings, "class_names": class_names, "out_dir": str(out_dir),
               "mixed_precision": mixed_precision, "stop_after": stop_after}
-    trainer = TorchTrainer(
-        _lora_loop, train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                               resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=ray.train.RunConfig(name=LORA_RUN, storage_path=str(out_dir),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
-    t0 = time.perf_counter()
-    result = trainer.fit()
-    wall = time.perf_counter() - t0
+    result, wall = _fit(_lora_loop, config, workers=workers, use_gpu=use_gpu,
+                        cpus_per_worker=cpus_per_worker, name=LORA_RUN, storage=out_dir,
+                        keep_checkpoints=2)
     if result.checkpoint is None:
         raise RuntimeError(f"fine-tuning run in {out_dir} produced no checkpoint (stop_after=0?)")
     with result.checkpoint.as_directory() as d:

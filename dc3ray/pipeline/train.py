@@ -28,6 +28,7 @@ from ..config import EvalConfig, TeacherConfig, from_dict, to_dict
 from ..core import datasets, schema
 from ..core.models import (build_model, load_model_checkpoint, load_weights, save_checkpoint,
                            unwrap)
+from ..core.fingerprint import json_digest, tree_stamp
 from ..core.seeding import derive_seed
 from ..core.training import (batch_size_for, epoch_batches, evaluate_counts, lr_factor, norm_stats,
                              set_lr, student_optimizer, summarize_seeds, teacher_optimizer,
@@ -146,6 +147,45 @@ def _warn_if_unschedulable(workers: int, cpus_per_worker: float, use_gpu: bool, 
             f"{where}.workers or cpus_per_worker")
 
 
+def _worker_cpus(cpus_per_worker: float | None, workers: int, use_gpu: bool, where: str,
+                 log: Callable[[str], None]) -> float:
+    """CPUs per Ray Train worker (see _auto_cpus_per_worker), with a warning when the cluster
+    cannot place the group."""
+    cpus = _auto_cpus_per_worker(cpus_per_worker, workers)
+    _warn_if_unschedulable(workers, cpus, use_gpu, where, log)
+    return cpus
+
+
+def _fit(loop: Callable[[dict], Any], config: dict, *, workers: int, use_gpu: bool,
+         cpus_per_worker: float, name: str, storage: str | Path,
+         keep_checkpoints: int | None = None) -> tuple[Any, float]:
+    """One Ray Train run of `loop` on `workers` DDP workers; returns (Result, wall seconds).
+
+    A run with the same name and storage path resumes from its latest checkpoint (Ray Train V2),
+    which is how teacher and fine-tuning runs continue after an interruption.
+    """
+    from ray.train.torch import TorchTrainer
+
+    run = {"name": name, "storage_path": str(storage)}
+    if keep_checkpoints:
+        run["checkpoint_config"] = ray.train.CheckpointConfig(num_to_keep=keep_checkpoints)
+    trainer = TorchTrainer(
+        loop, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                               resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=ray.train.RunConfig(**run))
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    return result, time.perf_counter() - t0
+
+
+def _changed(old: dict, new: dict, resumable: tuple[str, ...], prefix: str = "") -> str:
+    """The settings that differ between a run on disk and this call, except those a resumed run
+    may change; '' when it may resume."""
+    return ", ".join(f"{prefix}{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if k not in resumable and old.get(k) != new.get(k))
+
+
 def _num_classes(*paths: str | Path) -> int:
     """Classes of the first set; every other set's class map must agree with it."""
     maps = [(p, datasets.load_class_map(p)) for p in paths]
@@ -164,12 +204,6 @@ def _num_classes(*paths: str | Path) -> int:
 
 # Settings a resumed teacher run may change: they do not alter the maths.
 _RESUMABLE_CHANGES = ("workers", "use_gpu")
-
-
-def _changed_settings(old: dict, new: dict) -> str:
-    diff = [f"teacher.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-            if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k)]
-    return ", ".join(diff)
 
 
 def _teacher_loop(config: dict) -> dict:
@@ -192,7 +226,7 @@ def _teacher_loop(config: dict) -> dict:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-            changed = _changed_settings(state["settings"], settings)
+            changed = _changed(state["settings"], settings, _RESUMABLE_CHANGES, "teacher.")
             if changed:
                 raise ValueError(
                     f"{config['out_dir']} holds a teacher run with other settings ({changed}); "
@@ -268,7 +302,6 @@ def train_teacher(cfg: TeacherConfig, train_path: str | Path, val_path: str | Pa
     returns the teacher.json dict.
     """
     _check_v2()
-    from ray.train.torch import TorchTrainer
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -279,7 +312,7 @@ def train_teacher(cfg: TeacherConfig, train_path: str | Path, val_path: str | Pa
     if prev_file.is_file():
         # Check before starting workers: a mismatch would only fail inside them, minutes later.
         prev = json.loads(prev_file.read_text())
-        changed = _changed_settings(prev.get("settings", {}), settings)
+        changed = _changed(prev.get("settings", {}), settings, _RESUMABLE_CHANGES, "teacher.")
         if changed:
             raise ValueError(f"{out_dir} holds a teacher run with other settings ({changed}); "
                              "rerun with the same teacher settings to resume, or use a new out_dir")
@@ -290,21 +323,13 @@ def train_teacher(cfg: TeacherConfig, train_path: str | Path, val_path: str | Pa
             return {**prev, "epochs_this_call": 0, "resumed_from_epoch": prev["epochs_done"],
                     "wall_s": 0.0}
     init_ray()
-    cpus_per_worker = _auto_cpus_per_worker(cpus_per_worker, cfg.workers)
-    _warn_if_unschedulable(cfg.workers, cpus_per_worker, cfg.use_gpu, "teacher", log)
+    cpus_per_worker = _worker_cpus(cpus_per_worker, cfg.workers, cfg.use_gpu, "teacher", log)
     config = {"cfg": to_dict(cfg), "train_path": paths[0], "val_path": paths[1], "out_dir": str(out_dir),
               "num_classes": num_classes, "norm": norm, "model_kwargs": dict(model_kwargs or {}),
               "stop_after": stop_after}
-    trainer = TorchTrainer(
-        _teacher_loop, train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                               resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            name=TEACHER_RUN, storage_path=str(out_dir),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
-    t0 = time.perf_counter()
-    result = trainer.fit()
-    wall = time.perf_counter() - t0
+    result, wall = _fit(_teacher_loop, config, workers=cfg.workers, use_gpu=cfg.use_gpu,
+                        cpus_per_worker=cpus_per_worker, name=TEACHER_RUN, storage=out_dir,
+                        keep_checkpoints=2)
     if result.checkpoint is None:
         raise RuntimeError(f"teacher run in {out_dir} produced no checkpoint (stop_after=0?)")
     with result.checkpoint.as_directory() as d:
@@ -419,23 +444,13 @@ def _mlflow_log(out_dir: Path, cfg: EvalConfig, summary: dict, experiment: str) 
     return {"tracking_uri": uri, "experiment": experiment, "run_id": run.info.run_id}
 
 
-def _tree_stamp(path: str | Path) -> list:
-    """(name, size, mtime) of a file or of every file under a folder: cheap, and any rewrite
-    of the data changes it."""
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    return [(str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size,
-             f.stat().st_mtime_ns) for f in files]
-
-
 def _inputs_key(summary: dict, condensed_path, val_path, teacher_ckpt) -> str:
     """What a seed's result depends on, besides the seed: config, batch size, data, teacher."""
-    import hashlib
     parts = {k: summary[k] for k in ("student", "num_classes", "batch_size", "norm", "model_kwargs")}
     parts["config"] = {k: v for k, v in summary["config"].items() if k != "seeds"}
-    parts["stamps"] = [_tree_stamp(condensed_path), _tree_stamp(val_path),
-                       _tree_stamp(teacher_ckpt) if teacher_ckpt else None]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    parts["stamps"] = [tree_stamp(condensed_path), tree_stamp(val_path),
+                       tree_stamp(teacher_ckpt) if teacher_ckpt else None]
+    return json_digest(parts)
 
 
 def _read_seed(path: Path, inputs_key: str) -> dict | None:
@@ -465,7 +480,6 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
     Returns the eval.json dict.
     """
     _check_v2()
-    from ray.train.torch import TorchTrainer
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -491,8 +505,7 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
         ipc = math.ceil(len(labels) / num_classes)
     batch_size = batch_size_for(ipc, num_classes, cfg)
     init_ray()
-    cpus_per_worker = _auto_cpus_per_worker(cpus_per_worker, cfg.workers)
-    _warn_if_unschedulable(cfg.workers, cpus_per_worker, cfg.use_gpu, "eval", log)
+    cpus_per_worker = _worker_cpus(cpus_per_worker, cfg.workers, cfg.use_gpu, "eval", log)
     summary: dict = {
         "condensed_path": str(Path(condensed_path).resolve()), "val_path": str(Path(val_path).resolve()),
         "teacher_ckpt": str(teacher_ckpt) if teacher_ckpt else None, "student": cfg.student,
@@ -514,16 +527,12 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
             log(f"[eval] seed {seed}: done earlier ({seed_file}): final "
                 f"{done['top1_final']:.2f}%, best {done['top1_best']:.2f}%")
             continue
-        trainer = TorchTrainer(
-            _student_loop, train_loop_config=config,
-            scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                                   resources_per_worker={"CPU": cpus_per_worker}),
-            run_config=ray.train.RunConfig(name=f"eval_seed{seed}_{uuid.uuid4().hex[:8]}",
-                                           storage_path=str(out_dir / "ray")))
-        t0 = time.perf_counter()
-        result = trainer.fit()
+        # A fresh run name per call: a seed restarts from scratch, it has no checkpoints.
+        result, wall = _fit(_student_loop, config, workers=cfg.workers, use_gpu=cfg.use_gpu,
+                            cpus_per_worker=cpus_per_worker,
+                            name=f"eval_seed{seed}_{uuid.uuid4().hex[:8]}", storage=out_dir / "ray")
         res = dict(result.return_value)
-        res["wall_s"] = round(time.perf_counter() - t0, 2)
+        res["wall_s"] = round(wall, 2)
         summary["seeds"].append(res)
         seed_file.parent.mkdir(exist_ok=True)
         _write_json(seed_file, {"inputs_key": inputs_key, "result": res})

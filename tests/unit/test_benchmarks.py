@@ -148,4 +148,7 @@ def test_ratios_are_relative_to_the_plain_row_and_ray_cpus_leave_room_for_reads(
     assert rows[0]["ratio"] == 1.0 and rows[1]["ratio"] == 0.5
     assert rows[1]["steady_images_per_s"] == 90.0
     assert bench_embed.ray_cpus_for([1, 2], 1.0) >= 3
+    # A Ray row of 2 blocks has no steady rate; one of 4 does.
+    assert bench_embed.timing_row("ray", 100, 4.0, 3.0, 3.0, 4.0, 50, blocks=2)["steady_images_per_s"] is None
+    assert bench_embed.timing_row("ray", 100, 4.0, 3.0, 3.0, 4.0, 25, blocks=4)["steady_images_per_s"] == 75.0
     assert bench_embed.ray_cpus_for([1], 0.5) >= 2

@@ -138,6 +138,8 @@ def test_missing_local_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model_index.json"):
         editing.resolve_model_path(str(tmp_path / "empty"))
     assert editing.resolve_model_path("timbrooks/instruct-pix2pix") == "timbrooks/instruct-pix2pix"
+    with pytest.raises(ValueError, match="compensate.model_path is empty"):
+        editing.resolve_model_path(None)
 
 
 # ------------------------------------------------------------------ diffusion compensators

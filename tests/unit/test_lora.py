@@ -136,7 +136,7 @@ def test_prompts_and_bad_inputs_are_explained(tmp_path):
         lora.class_prompt("cat", "a photo")
     with pytest.raises(FileNotFoundError, match="no model_index.json"):
         lora.resolve_base(tmp_path)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="--base=.* does not exist"):
         lora.resolve_base(tmp_path / "missing" / "sd")
     with pytest.raises(FileNotFoundError, match="pytorch_lora_weights"):
         lora.load_lora(object(), tmp_path)
