@@ -22,8 +22,25 @@ def init_ray(num_cpus: int | None = None, **kwargs) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, **kwargs)
         return
+    # Every worker of the local instance runs the hook below (detached actors included).
+    runtime_env = dict(kwargs.pop("runtime_env", None) or {})
+    runtime_env.setdefault("worker_process_setup_hook", _QUIET_HOOK)
     ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False,
-             log_to_driver=True, **kwargs)
+             log_to_driver=True, runtime_env=runtime_env, **kwargs)
+
+
+# Ray Train V2 starts a detached PlacementGroupCleaner per run that asks the State API every
+# second whether the controller lives. The State API needs the dashboard, which the local
+# instance runs without (CPU on 2-core machines), so each poll logs a warning: ~1 line/s that
+# buries our progress lines. A local instance's placement groups die with it, so nothing is
+# lost by silencing exactly that logger; a real cluster (RAY_ADDRESS) keeps its warnings.
+_NOISY_WITHOUT_DASHBOARD = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+_QUIET_HOOK = f"{__name__}._quiet_local_workers"
+
+
+def _quiet_local_workers() -> None:
+    """worker_process_setup_hook of the local instance (see _NOISY_WITHOUT_DASHBOARD)."""
+    logging.getLogger(_NOISY_WITHOUT_DASHBOARD).setLevel(logging.ERROR)
 
 
 def cuda_available_in_cluster() -> bool:

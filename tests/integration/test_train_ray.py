@@ -119,3 +119,26 @@ def test_evaluate_condensed_without_a_teacher_asks_for_one_or_hard_labels(cifar_
     with pytest.raises(ValueError, match="hard_labels"):
         evaluate_condensed(EvalConfig(epochs=1, seeds=1), cifar_val_shards, cifar_val_shards,
                            None, tmp_path / "eval")
+
+
+def test_local_instance_quiets_the_placement_group_cleaner_in_detached_actors(ray_session):
+    """Without a dashboard, Ray Train's detached PlacementGroupCleaner logs a State API warning
+    every second; init_ray's setup hook must reach such an actor (and only that logger)."""
+    import logging
+
+    import ray
+    from dc3ray.pipeline.resources import _NOISY_WITHOUT_DASHBOARD
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def levels(self):
+            return (logging.getLogger(_NOISY_WITHOUT_DASHBOARD).getEffectiveLevel(),
+                    logging.getLogger("ray.train").getEffectiveLevel())
+
+    probe = Probe.options(lifetime="detached").remote()
+    try:
+        cleaner, train = ray.get(probe.levels.remote(), timeout=120)
+    finally:
+        ray.kill(probe)
+    assert cleaner == logging.ERROR
+    assert train < logging.ERROR
