@@ -21,9 +21,10 @@ or not, so a missing cell is visible, never silently absent.
       --teacher runs/bench/teacher_c3/teacher.pt --work runs/bench/acc --rows random --ipc 10 50
   python benchmarks/accuracy_cifar10.py --work runs/bench/acc --report-only   # re-collect
 
-CPU cost on the 2-core sandbox: a ConvNet-3 seed at 300 epochs is ~19 min at IPC 10 and
-~29 min at IPC 50 (measured, README), so the full table (8 rows x 3 IPCs x 3 seeds + hard
-labels) is days of CPU; on a GPU it is an afternoon. Run it row by row.
+CPU cost on the 2-core sandbox with nothing else running: a ConvNet-3 seed at 300 epochs is
+~3.5 min at IPC 1, ~8.5 min at IPC 10 and ~29 min at IPC 50 (measured, docs/BENCHMARKS.md), so
+the full table (8 rows x 3 IPCs x 3 seeds + hard labels) is about a day of CPU; on a GPU it is
+an afternoon. Run it row by row.
 """
 from __future__ import annotations
 
