@@ -57,7 +57,8 @@ def plot_accuracy(rec: dict, path: Path) -> bool:
     from matplotlib.figure import Figure
     ipcs = sorted({r["ipc"] for r in rows})
     names = list(dict.fromkeys(r["row"] for r in rows))
-    fig = Figure(figsize=(max(6, 1.2 * len(names) * len(ipcs)), 4))
+    # Width grows with the groups (rows), not rows x IPCs: 9 rows x 3 IPCs was 32 inches wide.
+    fig = Figure(figsize=(max(6, 0.5 + len(names) * (0.3 + 0.35 * len(ipcs))), 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     width = 0.8 / len(ipcs)
