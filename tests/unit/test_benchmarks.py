@@ -15,6 +15,7 @@ import bench_compensate  # noqa: E402
 import bench_embed  # noqa: E402
 import bench_graphcut  # noqa: E402
 import bench_scaling  # noqa: E402
+import teacher_on_sets  # noqa: E402
 
 
 def read_record(path: Path, name: str) -> dict:
@@ -152,3 +153,34 @@ def test_ratios_are_relative_to_the_plain_row_and_ray_cpus_leave_room_for_reads(
     assert bench_embed.timing_row("ray", 100, 4.0, 3.0, 3.0, 4.0, 50, blocks=2)["steady_images_per_s"] is None
     assert bench_embed.timing_row("ray", 100, 4.0, 3.0, 3.0, 4.0, 25, blocks=4)["steady_images_per_s"] == 75.0
     assert bench_embed.ray_cpus_for([1], 0.5) >= 2
+
+
+# ------------------------------------------------------------------ teacher_on_sets
+
+def test_teacher_on_sets_scores_each_set_against_its_own_labels(tmp_path, capsys):
+    import torch
+    from dc3ray.core.imageio import encode_png
+    from dc3ray.core.models import build_model, save_checkpoint
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "set"
+    for cls, n in (("a", 3), ("b", 1)):  # ImageFolder: a -> 0, b -> 1
+        (folder / cls).mkdir(parents=True)
+        for i in range(n):
+            (folder / cls / f"{i}.png").write_bytes(
+                encode_png(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
+    # A teacher that always says class 0, with certainty: top-1 = the share of class a.
+    model = build_model("convnet3", 2, 32, width=8)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([50.0, 0.0]))
+    ckpt = save_checkpoint(tmp_path / "t.pt", model, "convnet3", 2, 32, model_kwargs={"width": 8})
+    (row,) = teacher_on_sets.main([str(folder), "--teacher", str(ckpt)])
+    assert row["images"] == 4 and row["teacher_top1"] == 75.0
+    assert row["mean_p_true"] == pytest.approx(0.75, abs=1e-4)
+    assert "teacher top-1 75.0%" in capsys.readouterr().out
+
+    one_class = build_model("convnet3", 1, 32, width=8)
+    ckpt1 = save_checkpoint(tmp_path / "t1.pt", one_class, "convnet3", 1, 32, model_kwargs={"width": 8})
+    with pytest.raises(SystemExit, match="label 1 but the teacher has 1 classes"):
+        teacher_on_sets.main([str(folder), "--teacher", str(ckpt1)])

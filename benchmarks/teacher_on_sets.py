@@ -1,0 +1,52 @@
+"""How sure the teacher is of each condensed set's own labels: top-1 and mean p(true class).
+
+KD trains the student on the teacher's softmax over each (augmented) image, so a set whose images
+the teacher finds less clearly of their class gives weaker targets. This is how the accuracy
+notes compare a set before and after color compensation (no augmentation here: the raw images).
+
+    python benchmarks/teacher_on_sets.py --teacher runs/bench/teacher_c3/teacher.pt \
+        runs/bench/acc/sets/dc3_ipc10 runs/bench/acc/sets/dc3_ipc10+classical
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from dc3ray.core import datasets
+from dc3ray.core.models import load_model_checkpoint
+from dc3ray.core.training import norm_stats, to_float
+
+
+def teacher_on_set(teacher: torch.nn.Module, path: str, norm: str = "cifar",
+                   image_size: int | None = None) -> dict:
+    """{'set', 'images', 'teacher_top1' (%), 'mean_p_true'} for one condensed shard folder."""
+    images, labels, _ = datasets.decode_images(datasets.load_table(path), image_size)
+    mean, std = norm_stats(norm)
+    with torch.no_grad():
+        probs = torch.softmax(teacher(to_float(torch.as_tensor(images), mean, std, "cpu")), dim=1)
+    y = torch.as_tensor(labels)
+    if len(y) and int(y.max()) >= probs.shape[1]:
+        raise SystemExit(f"{path}: label {int(y.max())} but the teacher has {probs.shape[1]} classes")
+    return {"set": str(path), "images": int(len(y)),
+            "teacher_top1": round(float((probs.argmax(1) == y).float().mean()) * 100, 2),
+            "mean_p_true": round(float(probs[torch.arange(len(y)), y].mean()), 4)}
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sets", nargs="+", help="condensed shard folders (e.g. runs/bench/acc/sets/*)")
+    p.add_argument("--teacher", required=True, help="checkpoint from `dc3ray teacher`")
+    p.add_argument("--norm", default="cifar", help="normalisation the teacher was trained with")
+    args = p.parse_args(argv)
+    teacher, meta = load_model_checkpoint(args.teacher, "cpu")
+    rows = [teacher_on_set(teacher, s, args.norm, meta["image_size"]) for s in args.sets]
+    for r in rows:
+        print(f"{r['set']}: {r['images']} images, teacher top-1 {r['teacher_top1']:.1f}%, "
+              f"mean p(true class) {r['mean_p_true']:.3f}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
