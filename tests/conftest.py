@@ -19,6 +19,11 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Keep torch from oversubscribing the 2 CI cores when Ray workers also run.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Ray Train's controller polls its workers every 2 s, so a run ends up to 2 s after its loop: on
+# the suite's ~20 tiny runs that is waiting, not work. Set before any Ray starts, so local workers
+# and the subprocess runs of the reliability tests inherit it. (The preemption watcher is off on
+# every local instance: dc3ray.pipeline.resources.local_train_defaults.)
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,24 @@ def init_ray(num_cpus: int | None = None, **kwargs) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, **kwargs)
         return
+    local_train_defaults()
     # Every worker of the local instance runs the hook below (detached actors included).
     runtime_env = dict(kwargs.pop("runtime_env", None) or {})
     runtime_env.setdefault("worker_process_setup_hook", _QUIET_HOOK)
     ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False,
              log_to_driver=True, runtime_env=runtime_env, **kwargs)
+
+
+def local_train_defaults() -> None:
+    """Ray Train settings for a local instance, unless the user set them.
+
+    Ray Train V2 starts a PreemptionWatcher actor per run that polls for draining nodes. A local
+    instance has no autoscaler and never drains a node, so the watcher only costs a process
+    start per run (seconds on 2 cores) and an error-level 'constructor arguments in the object
+    store' line in every training log. Set before ray.init, so the local workers (Tune trials
+    building their own TorchTrainer) inherit it; a real cluster (RAY_ADDRESS) keeps the watcher.
+    """
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 # Ray Train V2 starts a detached PlacementGroupCleaner per run that asks the State API every

@@ -89,15 +89,14 @@ def test_changing_only_the_blend_mode_reruns_only_compensation(
     from dc3ray.pipeline.condense import condense
     out = tmp_path / "run"
     quiet = lambda *_: None
-    # No teacher_path: condense trains the teacher itself (the features need its backbone).
-    ov = _overrides(subset30, cifar_val_shards, None, out, evaluate="false",
-                    **{"teacher.epochs": 1, "teacher.batch_size": 64})
+    # A given teacher (the job's own teacher stage, its caching and resume are covered by
+    # tests/reliability/test_resume_and_determinism.py; here it would add a Ray Train run).
+    ov = _overrides(subset30, cifar_val_shards, tiny_teacher, out, evaluate="false")
     first = condense(load_config(CondenseConfig, None, ov), log=quiet)
     assert not any(s["cached"] for s in first["stages"].values())
-    assert len(list((out / "stages").glob("teacher-*.work"))) == 1  # resumable training folder
     second = condense(load_config(CondenseConfig, None, ov + ["compensate.blend=grid"]), log=quiet)
     cached = {k: v["cached"] for k, v in second["stages"].items()}
     # val is already a shard folder here, so it has no ingest stage.
-    assert cached == {"ingest_train": True, "teacher": True, "features": True, "select": True,
-                      "compensate": False}
-    assert second["teacher"].endswith("teacher.pt") and Path(second["teacher"]).is_file()
+    assert cached == {"ingest_train": True, "features": True, "select": True, "compensate": False}
+    assert Path(second["teacher"]).resolve() == tiny_teacher.resolve()
+    assert first["config"]["compensate"]["blend"] != "grid"  # the rerun changed only the blend

@@ -13,14 +13,6 @@ from dc3ray.core.shards import read_shards, write_shards_atomic
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(autouse=True)
-def fast_train_controller(monkeypatch):
-    """Ray Train polls workers every 2 s and starts a preemption watcher per run; both only add
-    waiting to runs this small (the variables travel from the driver to the controller)."""
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-
-
 def one_per_class(src, out):
     """The first image of each class of a shard set, as shards + class map (10 images)."""
     table = read_shards(src).sort_by([(schema.LABEL, "ascending"), (schema.KEY, "ascending")])

@@ -12,13 +12,10 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)
-def fast_train_controller(monkeypatch):
-    """Ray Train polls workers every 2 s and starts a preemption watcher per run; both only add
-    waiting to runs this small (run_sweep forwards RAY_TRAIN_* to the trials). MLflow writes
-    MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID into os.environ when earlier tests log runs: clear
-    them so this sweep uses its own store."""
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+def own_mlflow_store(monkeypatch):
+    """MLflow writes MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID into os.environ when earlier tests
+    log runs: clear them so this sweep uses its own store. (The fast Ray Train settings come from
+    conftest; run_sweep forwards RAY_TRAIN_* to the trials.)"""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
 

@@ -12,14 +12,6 @@ from dc3ray.core.models import build_model, load_model_checkpoint, save_checkpoi
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(autouse=True)
-def fast_train_controller(monkeypatch):
-    """Ray Train polls workers every 2 s and starts a preemption watcher per run; both only
-    add waiting to runs this small (the variables travel from the driver to the controller)."""
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-
-
 def image_folder(root: Path, out: Path, per_class: int) -> Path:
     """Symlink the first `per_class` train images of each class into an ImageFolder tree."""
     for cls in sorted(d for d in (root / "train").iterdir() if d.is_dir()):
@@ -142,3 +134,21 @@ def test_local_instance_quiets_the_placement_group_cleaner_in_detached_actors(ra
         ray.kill(probe)
     assert cleaner == logging.ERROR
     assert train < logging.ERROR
+
+
+def test_local_instance_runs_ray_train_without_a_preemption_watcher(ray_session, monkeypatch):
+    """A local instance never drains nodes: its workers (Tune trials build TorchTrainers there)
+    inherit RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0; a user's own setting wins."""
+    import os
+
+    import ray
+    from dc3ray.pipeline.resources import local_train_defaults
+
+    @ray.remote(num_cpus=0)
+    def env():
+        return os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+
+    assert ray.get(env.remote(), timeout=120) == "0"
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")
+    local_train_defaults()
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"
