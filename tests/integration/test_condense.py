@@ -20,13 +20,15 @@ def subset30(cifar_root, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_teacher(subset30, cifar_val_shards, tmp_path_factory, ray_session) -> Path:
-    from dc3ray.config import TeacherConfig
-    from dc3ray.pipeline.train import train_teacher
-    out = tmp_path_factory.mktemp("teacher")
-    info = train_teacher(TeacherConfig(epochs=1, batch_size=64), subset30, cifar_val_shards, out,
-                         log=lambda *_: None)
-    return Path(info["checkpoint"])
+def tiny_teacher(tmp_path_factory) -> Path:
+    """A randomly initialised ConvNet-3 checkpoint: the features and KD need a teacher, not a
+    good one (train_teacher has its own tests; condense's teacher stage is in
+    tests/reliability/test_resume_and_determinism.py)."""
+    import torch
+    from dc3ray.core.models import build_model, save_checkpoint
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt",
+                           build_model("convnet3", 10, image_size=32), "convnet3", 10, 32)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +91,8 @@ def test_changing_only_the_blend_mode_reruns_only_compensation(
     from dc3ray.pipeline.condense import condense
     out = tmp_path / "run"
     quiet = lambda *_: None
-    # A given teacher (the job's own teacher stage, its caching and resume are covered by
-    # tests/reliability/test_resume_and_determinism.py; here it would add a Ray Train run).
+    # A given teacher: condense's own teacher stage, its caching and resume are covered by
+    # tests/reliability/test_resume_and_determinism.py; here it would add a Ray Train run.
     ov = _overrides(subset30, cifar_val_shards, tiny_teacher, out, evaluate="false")
     first = condense(load_config(CondenseConfig, None, ov), log=quiet)
     assert not any(s["cached"] for s in first["stages"].values())
