@@ -45,6 +45,16 @@ def make_cifar_subset(root: Path, out: Path, split: str = "train", per_class: in
     return out
 
 
+def save_random_teacher(path: Path) -> Path:
+    """A randomly initialised ConvNet-3 checkpoint (10 classes, 32 px, torch seed 0) at `path`:
+    for jobs that need a teacher backbone, not a good one (train_teacher and condense's teacher
+    stage have their own tests, and a Ray Train run costs a tiny test most of its time)."""
+    import torch
+    from dc3ray.core.models import build_model, save_checkpoint
+    torch.manual_seed(0)
+    return save_checkpoint(path, build_model("convnet3", 10, image_size=32), "convnet3", 10, 32)
+
+
 @pytest.fixture(scope="session")
 def cifar_small(cifar_root, tmp_path_factory) -> Path:
     """ImageFolder of 20 real train images per class (200 images)."""

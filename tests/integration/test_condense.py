@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_cifar_subset
+from conftest import make_cifar_subset, save_random_teacher
 from dc3ray.config import CondenseConfig, load_config
 from dc3ray.core.shards import read_shards
 
@@ -21,14 +21,9 @@ def subset30(cifar_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory) -> Path:
-    """A randomly initialised ConvNet-3 checkpoint: the features and KD need a teacher, not a
-    good one (train_teacher has its own tests; condense's teacher stage is in
+    """A random ConvNet-3 (condense's own teacher stage is tested in
     tests/reliability/test_resume_and_determinism.py)."""
-    import torch
-    from dc3ray.core.models import build_model, save_checkpoint
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt",
-                           build_model("convnet3", 10, image_size=32), "convnet3", 10, 32)
+    return save_random_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt")
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_cifar_subset
+from conftest import REPO, make_cifar_subset, save_random_teacher
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -223,13 +223,9 @@ print(json.dumps({"tasks": {k: sorted(v) for k, v in by_node.items()}, "nodes": 
 
 @pytest.fixture
 def random_teacher(tmp_path) -> Path:
-    """A randomly initialised ConvNet-3 checkpoint: the job needs a backbone, not a good one
-    (a Ray Train teacher run would double the test's time; test_condense trains one)."""
-    import torch
-    from dc3ray.core.models import build_model, save_checkpoint
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path / "teacher.pt", build_model("convnet3", 10, image_size=32),
-                           "convnet3", 10, 32)
+    """The job needs a backbone, not a good one (a Ray Train teacher run would double the
+    test's time)."""
+    return save_random_teacher(tmp_path / "teacher.pt")
 
 
 @pytest.mark.timeout(600)  # two node starts + the job + teardown
