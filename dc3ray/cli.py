@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-every", type=int, default=None, help="epochs between val passes")
     s.add_argument("--image-size", type=int, default=None)
     s.add_argument("--hard-labels", action="store_true", help="cross-entropy, no teacher")
-    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--workers", type=int, default=None,
+                   help="Ray Train workers per student (default 1; 0: train in this process, "
+                        "no worker start-up, for tiny sets)")
     s.add_argument("--gpu", action="store_true")
     s.add_argument("--set", action="append", default=[], metavar="eval.KEY=VALUE")
     s.set_defaults(func=_cmd_evaluate)

@@ -181,7 +181,8 @@ class TeacherConfig:
         _check(self.arch in STUDENTS, f"teacher.arch={self.arch!r} is unknown; choose one of {STUDENTS}")
         _check(self.epochs >= 1, f"teacher.epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"teacher.batch_size must be >= 1")
-        _check(self.workers >= 1, f"teacher.workers must be >= 1")
+        _check(self.workers >= 1, f"teacher.workers must be >= 1, got {self.workers} (a teacher "
+               "resumes from checkpoints, which Ray Train's local mode, workers=0, does not keep)")
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ class EvalConfig:
     rrc_min_scale: float = 0.5
     image_size: int = 32
     hard_labels: bool = False
-    workers: int = 1
+    workers: int = 1                # Ray Train workers per student; 0: train in this process
     use_gpu: bool = False
     eval_every: int = 1             # evaluate on the held-out split every N epochs
 
@@ -211,7 +212,8 @@ class EvalConfig:
         _check(self.temperature > 0, f"eval.temperature must be > 0")
         _check(self.patch_factor >= 1, f"eval.patch_factor must be >= 1")
         _check(0 < self.rrc_min_scale <= 1, f"eval.rrc_min_scale must be in (0, 1]")
-        _check(self.workers >= 1, f"eval.workers must be >= 1")
+        _check(self.workers >= 0, f"eval.workers must be >= 0 (0: students train in this "
+               f"process, Ray Train's local mode), got {self.workers}")
         _check(self.eval_every >= 1, f"eval.eval_every must be >= 1")
 
 

@@ -82,7 +82,7 @@ def _lora_loop(config: dict) -> dict:
 
     _worker_logging()
     s = config["settings"]
-    rank, world, device = _worker()
+    rank, world, device = _worker(config)
     # Load and add the adapter on CPU: the adapter init then uses the seeded CPU generator.
     pipe = lora.load_text2img(s["base"], "cpu", dtype=torch.float32)
     params = lora.add_lora(pipe.unet, s["rank"], s["alpha"], s["seed"])
@@ -160,8 +160,10 @@ def finetune_diffusion(condensed: str | Path, base: str | Path, out_dir: str | P
     """
     _check_v2()
 
-    if steps < 1 or checkpoint_every < 1 or batch_size < 1 or log_every < 1:
-        raise ValueError("finetune: steps, checkpoint_every, batch_size and log_every must be >= 1")
+    if steps < 1 or checkpoint_every < 1 or batch_size < 1 or log_every < 1 or workers < 1:
+        raise ValueError("finetune: steps, checkpoint_every, batch_size, log_every and workers must "
+                         "be >= 1 (fine-tuning resumes from Ray Train checkpoints: no in-process "
+                         "mode)")
     if batch_size < workers:
         raise ValueError(f"finetune: batch_size={batch_size} < workers={workers} leaves a worker without "
                          "images; raise batch_size or lower workers")

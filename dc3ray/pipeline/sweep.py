@@ -47,6 +47,16 @@ METRIC_COLUMNS = ("final_top1", "final_std", "best_top1", "best_std", "num_image
 TRIAL_RESOURCES = {"CPU": 0, "memory": 1 << 20}
 
 
+def _trial_resources(base_workers: int, cpu_budget: float) -> Callable[[dict], Any]:
+    """Tune resources per grid point: a trial whose students train inside it (eval.workers=0,
+    Ray Train's local mode) holds their CPUs; one that builds a TorchTrainer holds none."""
+    def resources(point: dict):
+        from ray.tune import PlacementGroupFactory
+        local = point.get("eval.workers", base_workers) == 0
+        return PlacementGroupFactory([{"CPU": cpu_budget} if local else TRIAL_RESOURCES])
+    return resources
+
+
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
     """Read a sweep YAML and apply `key=value` overrides (see config.sweep_from_dict)."""
     return load_sweep_config(path, overrides)
@@ -113,12 +123,12 @@ def _tune(sweep: SweepConfig, out: Path, sets: dict, uri: str, experiment: str,
     """Run (or restore) the Tune experiment over the whole grid; rank, print and save results."""
     from ray import tune
 
+    budget = _cpu_budget(sweep.max_concurrent_trials)
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, base=to_dict(sweep.base), sets=sets,
-                             cpu_budget=_cpu_budget(sweep.max_concurrent_trials),
-                             trials_dir=str(out / "trials"), experiment=experiment + "-evals",
-                             trial_env=_trial_env()),
-        TRIAL_RESOURCES)
+                             cpu_budget=budget, trials_dir=str(out / "trials"),
+                             experiment=experiment + "-evals", trial_env=_trial_env()),
+        _trial_resources(sweep.base.eval.workers, budget))
     exp_dir = out / "tune" / sweep.name
     restored = tune.Tuner.can_restore(str(exp_dir))
     if restored:
@@ -339,7 +349,8 @@ def evaluate_trial(config: dict, *, base: dict, sets: dict, cpu_budget: float, t
     trial_dir = Path(trials_dir) / tune.get_context().get_trial_id()
     summary = _finished_eval(trial_dir, cfg, info)
     if summary is None:
-        cpus = float(max(1, min(8, int(cpu_budget // cfg.eval.workers))))
+        cpus = float(max(1, min(8, int(cpu_budget // cfg.eval.workers)))) if cfg.eval.workers \
+            else None  # local mode: the students train in this trial, on its CPUs
         summary = evaluate_condensed(cfg.eval, info["condensed"], info["val"], info["teacher"],
                                      trial_dir, ipc=info["ipc"], cpus_per_worker=cpus,
                                      experiment=experiment)

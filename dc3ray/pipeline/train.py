@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import ray
@@ -74,9 +75,21 @@ def _load_split(path: str, size: int, num_classes: int, device: torch.device
     return torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
 
 
-def _worker() -> tuple[int, int, torch.device]:
+# Set in a loop's config when _fit runs it in this process instead of on Ray Train workers.
+IN_PROCESS = "in_process"
+
+
+def _worker(config: dict) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this loop: a Ray Train worker's, or this process's."""
+    if config.get(IN_PROCESS):
+        return 0, 1, torch.device("cuda" if config["use_gpu"] else "cpu")
     ctx = ray.train.get_context()
     return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
+
+
+def _prepare(model: torch.nn.Module, config: dict, device: torch.device) -> torch.nn.Module:
+    """On Ray Train workers: DDP-wrap and move (prepare_model); in this process: move."""
+    return model.to(device) if config.get(IN_PROCESS) else ray.train.torch.prepare_model(model)
 
 
 def _all_sum(values: list[float], device: torch.device) -> list[float]:
@@ -161,11 +174,19 @@ def _fit(loop: Callable[[dict], Any], config: dict, *, workers: int, use_gpu: bo
          keep_checkpoints: int | None = None) -> tuple[Any, float]:
     """One Ray Train run of `loop` on `workers` DDP workers; returns (Result, wall seconds).
 
+    workers=0 calls `loop` in this process instead (no Ray Train, so no checkpoints: only loops
+    that never resume may be run so). Not Ray Train's own local mode: that one refuses ray.train
+    calls inside a Tune trial, where sweeps train their students.
+
     A run with the same name and storage path resumes from its latest checkpoint (Ray Train V2),
     which is how teacher and fine-tuning runs continue after an interruption.
     """
     from ray.train.torch import TorchTrainer
 
+    t0 = time.perf_counter()
+    if workers == 0:
+        value = loop({**config, IN_PROCESS: True, "use_gpu": use_gpu})
+        return SimpleNamespace(return_value=value), time.perf_counter() - t0
     run = {"name": name, "storage_path": str(storage)}
     if keep_checkpoints:
         run["checkpoint_config"] = ray.train.CheckpointConfig(num_to_keep=keep_checkpoints)
@@ -174,7 +195,6 @@ def _fit(loop: Callable[[dict], Any], config: dict, *, workers: int, use_gpu: bo
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                                resources_per_worker={"CPU": cpus_per_worker}),
         run_config=ray.train.RunConfig(**run))
-    t0 = time.perf_counter()
     result = trainer.fit()
     return result, time.perf_counter() - t0
 
@@ -209,7 +229,7 @@ _RESUMABLE_CHANGES = ("workers", "use_gpu")
 def _teacher_loop(config: dict) -> dict:
     _worker_logging()
     cfg = from_dict(TeacherConfig, config["cfg"])
-    rank, world, device = _worker()
+    rank, world, device = _worker(config)
     norm = config["norm"]
     mean, std = norm_stats(norm)
     num_classes = config["num_classes"]
@@ -242,7 +262,7 @@ def _teacher_loop(config: dict) -> dict:
         if rank == 0:
             logger.info(f"[teacher] resuming from epoch {start_epoch}/{cfg.epochs}")
 
-    model = ray.train.torch.prepare_model(model)
+    model = _prepare(model, config, device)
     optimizer, scheduler = teacher_optimizer(model, cfg.lr, cfg.weight_decay, total_steps)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -364,7 +384,7 @@ def _student_loop(config: dict) -> dict:
     _worker_logging()
     cfg = from_dict(EvalConfig, config["cfg"])
     seed = config["seed"]
-    rank, world, device = _worker()
+    rank, world, device = _worker(config)
     norm = config["norm"]
     mean, std = norm_stats(norm)
     num_classes = config["num_classes"]
@@ -377,7 +397,7 @@ def _student_loop(config: dict) -> dict:
 
     torch.manual_seed(derive_seed(seed, "student-init"))
     student = build_model(cfg.student, num_classes, cfg.image_size, **config["model_kwargs"])
-    student = ray.train.torch.prepare_model(student)
+    student = _prepare(student, config, device)
     optimizer = student_optimizer(student, cfg)
     batch_size = config["batch_size"]
     history, best, best_epoch, t_start = [], -1.0, 0, time.perf_counter()
@@ -469,7 +489,8 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
                        log: Callable[[str], None] = print) -> dict:
     """Score a condensed set: train cfg.student from scratch, once per seed (range(cfg.seeds)),
     each as one Ray Train run of cfg.workers workers; top-1 on `val_path` every cfg.eval_every
-    epochs and at the end.
+    epochs and at the end. cfg.workers=0 trains each seed in this process instead: no worker
+    start-up (seconds per seed, most of a tiny run's time), the same numbers as one worker.
 
     KD from the frozen teacher at `teacher_ckpt` (our format, e.g. train_teacher's teacher.pt),
     or cross-entropy when cfg.hard_labels (teacher_ckpt may be None then). `ipc` sets the batch
@@ -505,7 +526,11 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
         ipc = math.ceil(len(labels) / num_classes)
     batch_size = batch_size_for(ipc, num_classes, cfg)
     init_ray()
-    cpus_per_worker = _worker_cpus(cpus_per_worker, cfg.workers, cfg.use_gpu, "eval", log)
+    if cfg.workers:
+        cpus_per_worker = _worker_cpus(cpus_per_worker, cfg.workers, cfg.use_gpu, "eval", log)
+    elif cfg.use_gpu and not torch.cuda.is_available():
+        raise ValueError("eval.use_gpu=true with eval.workers=0 trains in this process, which "
+                         "sees no GPU; set eval.workers >= 1 to train on the cluster's GPUs")
     summary: dict = {
         "condensed_path": str(Path(condensed_path).resolve()), "val_path": str(Path(val_path).resolve()),
         "teacher_ckpt": str(teacher_ckpt) if teacher_ckpt else None, "student": cfg.student,

@@ -1,5 +1,9 @@
-"""`dc3ray sweep` on real CIFAR-10 images: a 2x2 grid (select.ipc x eval.lr) through Ray Tune,
-two condenses (not four), four MLflow runs, a ranked CSV/PNG, and a rerun that resumes."""
+"""`dc3ray sweep` on real CIFAR-10 images: a 2x2 grid (select.ipc x eval.workers) through Ray
+Tune, two condenses (not four), four MLflow runs, a ranked CSV/PNG, and a rerun that resumes.
+
+eval.workers [0, 1] covers both ways a trial trains its students: inside the trial (Ray Train's
+local mode, the trial holds the CPUs) and through a nested TorchTrainer (the trial holds none);
+the local trials skip a worker start-up each, and both must give the same numbers."""
 from __future__ import annotations
 
 import csv
@@ -23,7 +27,7 @@ def own_mlflow_store(monkeypatch):
 def tiny_sweep(train, val, teacher, out) -> dict:
     """Random selection and no compensation (no feature or Ray Data stage: both have their own
     tests), an untrained tiny teacher for KD, students 2 epochs, 1 seed: the time goes to the
-    sweep's own machinery (2 condenses, 4 Tune trials with one TorchTrainer each)."""
+    sweep's own machinery (2 condenses, 4 Tune trials, 2 of them with a TorchTrainer)."""
     return {
         "name": "tiny",
         "out": str(out),
@@ -31,7 +35,7 @@ def tiny_sweep(train, val, teacher, out) -> dict:
                  "ingest": {"shard_rows": 64}},
         "overrides": {"select.method": "random", "select.k": 1, "compensate.compensator": "none",
                       "eval.epochs": 2, "eval.seeds": 1, "eval.eval_every": 1},
-        "grid": {"select.ipc": [1, 2], "eval.lr": [0.001, 0.01]},
+        "grid": {"select.ipc": [1, 2], "eval.workers": [0, 1]},
         "metric": "best_top1",
         "max_concurrent_trials": 1,
     }
@@ -62,8 +66,10 @@ def test_tiny_sweep_condenses_once_per_set_logs_four_trials_and_resumes(
     assert res["failed"] == [] and len(rows) == 4
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert [r["best_top1"] for r in rows] == sorted((r["best_top1"] for r in rows), reverse=True)
-    assert {(r["select.ipc"], r["eval.lr"]) for r in rows} == {(1, 0.001), (1, 0.01), (2, 0.001),
-                                                               (2, 0.01)}
+    assert {(r["select.ipc"], r["eval.workers"]) for r in rows} == {(1, 0), (1, 1), (2, 0), (2, 1)}
+    for ipc in (1, 2):  # in the trial or in a TorchTrainer: the same student, the same curve
+        [a, b] = [r for r in rows if r["select.ipc"] == ipc]
+        assert (a["final_top1"], a["best_top1"]) == (b["final_top1"], b["best_top1"])
     for r in rows:
         assert 0 <= r["final_top1"] <= 100 and r["num_images"] == 10 * r["select.ipc"]
         assert res["sets"][r["set_id"]]["point"] == {"select.ipc": r["select.ipc"]}
@@ -83,8 +89,8 @@ def test_tiny_sweep_condenses_once_per_set_logs_four_trials_and_resumes(
     assert len(client.search_runs([client.get_experiment_by_name("dc3ray-cifar10").experiment_id])) == 2
     assert len(client.search_runs([client.get_experiment_by_name("dc3ray-sweep-tiny-evals")
                                    .experiment_id])) == 4
-    assert {(run.data.params["select.ipc"], run.data.params["eval.lr"]) for run in runs} == \
-        {("1", "0.001"), ("1", "0.01"), ("2", "0.001"), ("2", "0.01")}
+    assert {(run.data.params["select.ipc"], run.data.params["eval.workers"]) for run in runs} == \
+        {("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")}
     for r in rows:  # the callback names each run after its trial
         [run] = [x for x in runs if x.data.tags["trial_name"].endswith(r["trial_id"])]
         assert run.data.metrics["best_top1"] == pytest.approx(r["best_top1"])
@@ -95,7 +101,7 @@ def test_tiny_sweep_condenses_once_per_set_logs_four_trials_and_resumes(
     from dc3ray.pipeline.sweep import _finished_eval
     s = sweep_from_dict(spec)
     best = rows[0]
-    point = {"select.ipc": best["select.ipc"], "eval.lr": best["eval.lr"]}
+    point = {"select.ipc": best["select.ipc"], "eval.workers": best["eval.workers"]}
     info = res["sets"][best["set_id"]]
     done = _finished_eval(out / "trials" / best["trial_id"], s.config_for(point), info)
     assert done is not None and done["best_mean"] == best["best_top1"]

@@ -1,5 +1,6 @@
 """Ray Train on real CIFAR-10 samples: a 2-worker teacher that is interrupted and resumed, and a
 KD evaluation of a tiny condensed set with MLflow logging."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -102,6 +103,13 @@ def test_evaluate_condensed_trains_students_per_seed_and_logs_to_mlflow(
     longer = dict(summary, config=dict(summary["config"], epochs=4))
     assert _inputs_key(longer, condensed, cifar_val_shards, teacher_path) != key
     assert _inputs_key(summary, condensed, cifar_val_shards, None) != key
+
+    # eval.workers=0 trains the same student in this process (Ray Train's local mode): same
+    # curve, no worker start-up.
+    local = evaluate_condensed(dataclasses.replace(cfg, workers=0), condensed, cifar_val_shards,
+                               teacher_path, tmp_path / "eval_local", model_kwargs={"width": 16})
+    assert [s["history"] for s in local["seeds"]] == [s["history"] for s in summary["seeds"]]
+    assert local["seeds"][0]["wall_s"] < seed["wall_s"]
 
 
 def test_evaluate_condensed_without_a_teacher_asks_for_one_or_hard_labels(cifar_val_shards,
