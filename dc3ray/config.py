@@ -182,7 +182,7 @@ class TeacherConfig:
         _check(self.epochs >= 1, f"teacher.epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"teacher.batch_size must be >= 1")
         _check(self.workers >= 1, f"teacher.workers must be >= 1, got {self.workers} (a teacher "
-               "resumes from checkpoints, which Ray Train's local mode, workers=0, does not keep)")
+               "resumes from Ray Train checkpoints, so it always trains on workers)")
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ class EvalConfig:
         _check(self.patch_factor >= 1, f"eval.patch_factor must be >= 1")
         _check(0 < self.rrc_min_scale <= 1, f"eval.rrc_min_scale must be in (0, 1]")
         _check(self.workers >= 0, f"eval.workers must be >= 0 (0: students train in this "
-               f"process, Ray Train's local mode), got {self.workers}")
+               f"process, without Ray Train), got {self.workers}")
         _check(self.eval_every >= 1, f"eval.eval_every must be >= 1")
 
 

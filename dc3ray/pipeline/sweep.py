@@ -48,8 +48,8 @@ TRIAL_RESOURCES = {"CPU": 0, "memory": 1 << 20}
 
 
 def _trial_resources(base_workers: int, cpu_budget: float) -> Callable[[dict], Any]:
-    """Tune resources per grid point: a trial whose students train inside it (eval.workers=0,
-    Ray Train's local mode) holds their CPUs; one that builds a TorchTrainer holds none."""
+    """Tune resources per grid point: a trial whose students train inside it (eval.workers=0)
+    holds their CPUs; one that builds a TorchTrainer holds none."""
     def resources(point: dict):
         from ray.tune import PlacementGroupFactory
         local = point.get("eval.workers", base_workers) == 0
@@ -350,7 +350,7 @@ def evaluate_trial(config: dict, *, base: dict, sets: dict, cpu_budget: float, t
     summary = _finished_eval(trial_dir, cfg, info)
     if summary is None:
         cpus = float(max(1, min(8, int(cpu_budget // cfg.eval.workers)))) if cfg.eval.workers \
-            else None  # local mode: the students train in this trial, on its CPUs
+            else None  # eval.workers=0: the students train in this trial, on its CPUs
         summary = evaluate_condensed(cfg.eval, info["condensed"], info["val"], info["teacher"],
                                      trial_dir, ipc=info["ipc"], cpus_per_worker=cpus,
                                      experiment=experiment)

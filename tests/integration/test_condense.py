@@ -38,8 +38,8 @@ def _overrides(subset30, val, teacher, out, **extra) -> list[str]:
         "ingest.shard_rows": 64, "select.ipc": 2, "select.k": 2,
         "embed.batch_size": 64, "grad.batch_size": 64,
         "eval.epochs": 2, "eval.seeds": 1, "eval.eval_every": 1,
-        # Students train in this process (Ray Train's local mode): three conditions would cost
-        # three Ray Train start-ups; evaluation on workers is tested in test_train_ray.py.
+        # Students train in this process: three conditions would cost three Ray Train
+        # start-ups (most of this test's time); evaluation on workers: test_train_ray.py.
         "eval.workers": 0,
     }
     base.update(extra)

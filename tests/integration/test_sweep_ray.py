@@ -1,9 +1,9 @@
 """`dc3ray sweep` on real CIFAR-10 images: a 2x2 grid (select.ipc x eval.workers) through Ray
 Tune, two condenses (not four), four MLflow runs, a ranked CSV/PNG, and a rerun that resumes.
 
-eval.workers [0, 1] covers both ways a trial trains its students: inside the trial (Ray Train's
-local mode, the trial holds the CPUs) and through a nested TorchTrainer (the trial holds none);
-the local trials skip a worker start-up each, and both must give the same numbers."""
+eval.workers [0, 1] covers both ways a trial trains its students: inside the trial (no Ray
+Train; the trial holds the CPUs) and through a nested TorchTrainer (the trial holds none); the
+in-trial ones skip a Ray Train start-up each, and both kinds must give the same numbers."""
 from __future__ import annotations
 
 import csv

@@ -104,7 +104,7 @@ def test_evaluate_condensed_trains_students_per_seed_and_logs_to_mlflow(
     assert _inputs_key(longer, condensed, cifar_val_shards, teacher_path) != key
     assert _inputs_key(summary, condensed, cifar_val_shards, None) != key
 
-    # eval.workers=0 trains the same student in this process (Ray Train's local mode): same
+    # eval.workers=0 trains the same student in this process, without Ray Train: the same
     # curve, no worker start-up.
     local = evaluate_condensed(dataclasses.replace(cfg, workers=0), condensed, cifar_val_shards,
                                teacher_path, tmp_path / "eval_local", model_kwargs={"width": 16})

@@ -29,7 +29,7 @@ QUIET = {"log": lambda *_: None}
     ("compensate.max_side=0", r"compensate.max_side must be >= 8"),
     ("select.ipc=-1", r"select.ipc must be >= 1"),
     ("select.k=ten", r"select.k must be an integer"),
-    ("eval.workers=-1", r"eval.workers must be >= 0 \(0: students train in this process"),
+    ("eval.workers=-1", r"eval.workers must be >= 0 \(0: students train in this process, without Ray Train"),
     ("teacher.workers=0", r"teacher.workers must be >= 1"),
 ])
 def test_bad_nested_settings_are_refused_naming_the_setting(override, needle):
