@@ -27,7 +27,8 @@ def own_mlflow_store(monkeypatch):
 def tiny_sweep(train, val, teacher, out) -> dict:
     """Random selection and no compensation (no feature or Ray Data stage: both have their own
     tests), an untrained tiny teacher for KD, students 2 epochs, 1 seed: the time goes to the
-    sweep's own machinery (2 condenses, 4 Tune trials, 2 of them with a TorchTrainer)."""
+    sweep's own machinery (2 condenses, 4 Tune trials, 2 of them with a TorchTrainer). Two
+    trials at a time: each gets 1 of the 2 CPUs, and their MLflow runs share one SQLite store."""
     return {
         "name": "tiny",
         "out": str(out),
@@ -37,7 +38,7 @@ def tiny_sweep(train, val, teacher, out) -> dict:
                       "eval.epochs": 2, "eval.seeds": 1, "eval.eval_every": 1},
         "grid": {"select.ipc": [1, 2], "eval.workers": [0, 1]},
         "metric": "best_top1",
-        "max_concurrent_trials": 1,
+        "max_concurrent_trials": 2,
     }
 
 
