@@ -143,11 +143,16 @@ def _feature_files(path: str | Path) -> list[str]:
 
 def read_features(path: str | Path, label: int | None = None,
                   columns: list[str] | None = None) -> pa.Table:
-    """Features Parquet (all rows or one label's) as an Arrow table; row groups of other labels
-    are skipped by their statistics because compute_features writes rows sorted by label."""
+    """Features Parquet (all rows or one label's) as an Arrow table in (label, key) order; row
+    groups of other labels are skipped by their statistics (compute_features writes each file
+    from a stretch of label-ordered rows, so a class sits in few row groups)."""
     dataset = pads.dataset(_feature_files(path), format="parquet")
     flt = pc.field(schema.LABEL) == int(label) if label is not None else None
-    return dataset.to_table(columns=columns, filter=flt)
+    table = dataset.to_table(columns=columns, filter=flt)
+    if schema.KEY not in table.column_names:
+        return table
+    # Files come in write order, not row order, when compute_features skipped its sort.
+    return table.sort_by([(schema.LABEL, "ascending"), (schema.KEY, "ascending")])
 
 
 def list_column(table: pa.Table, name: str) -> np.ndarray | None:
@@ -164,6 +169,19 @@ def list_column(table: pa.Table, name: str) -> np.ndarray | None:
     return values.reshape(n, values.size // n)
 
 
+def in_label_key_order(dataset_path: str | Path) -> bool:
+    """True when the shards, read in file order, are sorted by (label, key), as ingest writes
+    them (checked on the key and label columns only)."""
+    t = pa.concat_tables([pq.read_table(f, columns=[schema.KEY, schema.LABEL])
+                          for f in shard_files(dataset_path)])  # read_shards' file order
+    if t.num_rows < 2:
+        return True
+    labels, keys = t.column(schema.LABEL).combine_chunks(), t.column(schema.KEY).combine_chunks()
+    l0, l1, k0, k1 = labels[:-1], labels[1:], keys[:-1], keys[1:]
+    ordered = pc.or_(pc.less(l0, l1), pc.and_(pc.equal(l0, l1), pc.less_equal(k0, k1)))
+    return bool(pc.all(ordered).as_py())
+
+
 def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg: GradConfig,
                      out_dir: str | Path, *, need_embedding: bool = True,
                      need_gradients: bool = True, faithful: bool = False) -> Path:
@@ -172,8 +190,11 @@ def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg:
     Ray Data streams the shards through an Embedder pool (embed_cfg) then a GradientFeaturizer
     pool (grad_cfg). When both name the same backbone, weights and image size, the embedding
     is the gradient model's h (fp32) and the Embedder pool is skipped: one forward pass.
-    Rows are sorted by (label, key), one file per class, so per-class reads touch one file;
-    the folder is committed atomically and holds class_map.json and features.json.
+    A per-class read must touch few files: shards already in (label, key) order (ingest's) are
+    written block by block as they stream, each file a stretch of label-ordered rows; others are
+    sorted by (label, key) into one file per class first (a shuffle: 7-10 s even for 60 images on
+    2 cores). read_features returns rows in (label, key) order either way. The folder is
+    committed atomically and holds class_map.json and features.json.
     """
     class_map = load_class_map(dataset_path)
     num_classes = max(class_map.values()) + 1
@@ -199,10 +220,10 @@ def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg:
             **actor_pool_kwargs(grad_cfg.num_actors, grad_cfg.num_cpus_per_actor))
     if not (need_embedding or need_gradients):
         ds = ds.select_columns([schema.KEY, schema.LABEL])
-    # One sort partition per class (not Ray's default 200): each class lands in its own file.
-    bounds = list(range(1, num_classes)) or None
-    ds = ds.map_batches(_to_arrow_lists, batch_format="numpy").sort([schema.LABEL, schema.KEY],
-                                                                    boundaries=bounds)
+    ds = ds.map_batches(_to_arrow_lists, batch_format="numpy")
+    if not in_label_key_order(dataset_path):
+        # One sort partition per class (not Ray's default 200): each class lands in its own file.
+        ds = ds.sort([schema.LABEL, schema.KEY], boundaries=list(range(1, num_classes)) or None)
     info = {"dataset": str(Path(dataset_path).resolve()), "num_classes": num_classes,
             "embed": to_dict(embed_cfg) if need_embedding else None,
             "grad": to_dict(grad_cfg) if need_gradients else None, "faithful": faithful,

@@ -176,12 +176,26 @@ def test_random_method_needs_no_model_and_matches_random_subset(cifar_small_shar
     assert pq.read_table(manifest).column("key").to_pylist() == ref.column("key").to_pylist()
 
 
+def test_only_shards_out_of_label_key_order_need_the_features_sort(cifar_small_shards, tmp_path):
+    from dc3ray.pipeline.select import in_label_key_order
+    assert in_label_key_order(cifar_small_shards)  # ingest writes (label, key) order
+    t = read_image_shards(cifar_small_shards)
+    for name, rows in (("keys", [1, 0, 2]), ("labels", [0, len(t) - 1, 1])):
+        d = tmp_path / name
+        d.mkdir()
+        pq.write_table(t.take(rows), d / "part-00000.parquet")
+        assert not in_label_key_order(d), name
+
+
 @pytest.mark.ray
 def test_a_small_folder_is_split_so_a_two_actor_pool_shares_the_work(features, cifar_small_shards,
                                                                     tmp_path):
     """Ray 2.60 reads a small shard folder as one block, which would leave the second actor
-    idle; read_shards(min_blocks=) splits it (order kept) and the features do not change."""
+    idle; read_shards(min_blocks=) splits it (order kept) and the features do not change.
+    The folder here holds the same shards in reverse order, so compute_features also takes its
+    sort path (one file per class; the module's run took the streaming path)."""
     import dataclasses
+    import shutil
     from dc3ray.pipeline.io import read_shards
     from dc3ray.pipeline.select import compute_features, list_column, read_features
     keys = read_image_shards(cifar_small_shards, columns=[schema.KEY]).column(schema.KEY).to_pylist()
@@ -189,9 +203,20 @@ def test_a_small_folder_is_split_so_a_two_actor_pool_shares_the_work(features, c
     assert split.num_blocks() >= 8
     assert [r[schema.KEY] for r in split.iter_rows()] == keys
 
+    shards = sorted(cifar_small_shards.glob("part-*.parquet"))
+    reversed_ = tmp_path / "reversed"
+    reversed_.mkdir()
+    for i, f in enumerate(reversed(shards)):
+        shutil.copy(f, reversed_ / f"part-{i:05d}.parquet")
+    shutil.copy(cifar_small_shards / schema.CLASS_MAP_FILE, reversed_)
     two = dataclasses.replace(GRAD, num_actors=2)
-    out = compute_features(cifar_small_shards, EMBED, two, tmp_path / "f2", need_embedding=False)
+    out = compute_features(reversed_, EMBED, two, tmp_path / "f2", need_embedding=False)
+    assert len(list(out.glob("*.parquet"))) == 10  # sorted into one file per class
     got, ref = read_features(out), read_features(features)
     assert got.column("key").to_pylist() == ref.column("key").to_pylist()
     for name in ("e", "h"):
         np.testing.assert_allclose(list_column(got, name), list_column(ref, name), atol=1e-5)
+    # Per class too: the filtered read of one label, in key order, on both layouts.
+    for label in (0, 9):
+        assert read_features(out, label=label).column("key").to_pylist() == \
+            read_features(features, label=label).column("key").to_pylist()
