@@ -8,7 +8,8 @@ batch size and torch thread count:
   Ray Data   read_shards -> map_batches(actor, ActorPoolStrategy(size=k)) -> iter_batches, the
              actor classes and pool settings of dc3ray.pipeline.select / .resources;
   compute_features (with --compute-features) the whole stage with each pool size, incl. its
-             sort by label and Parquet write.
+             Parquet write (and its sort by label for shards not already in label order: the
+             row label says which; rows measured before 6a7cc70 always sorted).
 The actor is GradientFeaturizer (`--actor featurizer`, what compute_features runs when the
 embedding and gradient backbones are the same model, as in configs/cifar10.yaml) or Embedder
 (`--actor embedder`). The model is the checkpoint given by --teacher (teacher / ConvNet-3) or
@@ -266,7 +267,8 @@ def ray_stage(data: str | Path, actor: str, embed_cfg, grad_cfg, num_classes: in
 
 
 def compute_features_row(data: str | Path, embed_cfg, grad_cfg, out: Path, actors: int) -> dict:
-    """The whole dc3ray stage (compute_features: actor pool, sort by label, Parquet write)."""
+    """The whole dc3ray stage (compute_features: actor pool, Parquet write, and the sort by
+    label for shards out of label order)."""
     import pyarrow.parquet as pq
 
     from dc3ray.pipeline.select import compute_features
@@ -276,7 +278,8 @@ def compute_features_row(data: str | Path, embed_cfg, grad_cfg, out: Path, actor
     wall = time.perf_counter() - t0
     info = json.loads((out / "features.json").read_text())
     n = sum(pq.read_metadata(f).num_rows for f in out.glob("*.parquet"))
-    return {"stage": f"compute_features, {actors} actor(s) (incl. sort + write)", "images": n,
+    steps = "sort + write" if info.get("sorted", True) else "write; shards in label order, no sort"
+    return {"stage": f"compute_features, {actors} actor(s) (incl. {steps})", "images": n,
             "wall_s": round(wall, 3), "startup_s": None, "first_batch_s": None,
             "images_per_s": round(n / wall, 1), "steady_images_per_s": None,
             "embedding_is_h": info["embedding_is_h"]}

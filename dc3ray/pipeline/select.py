@@ -221,13 +221,14 @@ def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg:
     if not (need_embedding or need_gradients):
         ds = ds.select_columns([schema.KEY, schema.LABEL])
     ds = ds.map_batches(_to_arrow_lists, batch_format="numpy")
-    if not in_label_key_order(dataset_path):
+    needs_sort = not in_label_key_order(dataset_path)
+    if needs_sort:
         # One sort partition per class (not Ray's default 200): each class lands in its own file.
         ds = ds.sort([schema.LABEL, schema.KEY], boundaries=list(range(1, num_classes)) or None)
     info = {"dataset": str(Path(dataset_path).resolve()), "num_classes": num_classes,
             "embed": to_dict(embed_cfg) if need_embedding else None,
             "grad": to_dict(grad_cfg) if need_gradients else None, "faithful": faithful,
-            "embedding_is_h": shared}
+            "embedding_is_h": shared, "sorted": needs_sort}
     with atomic_dir(out_dir, overwrite=True) as tmp:
         ds.write_parquet(str(tmp))
         (tmp / schema.CLASS_MAP_FILE).write_text(json.dumps(class_map, indent=2, sort_keys=True))

@@ -212,6 +212,8 @@ def test_a_small_folder_is_split_so_a_two_actor_pool_shares_the_work(features, c
     two = dataclasses.replace(GRAD, num_actors=2)
     out = compute_features(reversed_, EMBED, two, tmp_path / "f2", need_embedding=False)
     assert len(list(out.glob("*.parquet"))) == 10  # sorted into one file per class
+    assert json.loads((out / "features.json").read_text())["sorted"]
+    assert not json.loads((features / "features.json").read_text())["sorted"]
     got, ref = read_features(out), read_features(features)
     assert got.column("key").to_pylist() == ref.column("key").to_pylist()
     for name in ("e", "h"):
