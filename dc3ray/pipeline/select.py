@@ -28,6 +28,7 @@ from ..core.datasets import is_shard_dir, load_class_map, load_table
 from ..core.imageio import decode_batch, decode_rgb
 from ..core.selection import manifest_table, select_class
 from ..core.shards import atomic_dir, shard_files
+from ..core.shards import read_shards as read_image_shards  # in the driver (.io's: Ray Data)
 from .io import read_shards, write_table_atomic
 from .resources import actor_pool_kwargs
 
@@ -172,8 +173,7 @@ def list_column(table: pa.Table, name: str) -> np.ndarray | None:
 def in_label_key_order(dataset_path: str | Path) -> bool:
     """True when the shards, read in file order, are sorted by (label, key), as ingest writes
     them (checked on the key and label columns only)."""
-    t = pa.concat_tables([pq.read_table(f, columns=[schema.KEY, schema.LABEL])
-                          for f in shard_files(dataset_path)])  # read_shards' file order
+    t = read_image_shards(dataset_path, required=None, columns=[schema.KEY, schema.LABEL])
     if t.num_rows < 2:
         return True
     labels, keys = t.column(schema.LABEL).combine_chunks(), t.column(schema.KEY).combine_chunks()
