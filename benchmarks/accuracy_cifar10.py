@@ -17,6 +17,14 @@ finished seeds (work/eval/<row>_ipc<k>/seeds/). A later call with other --rows/-
 the same table. The record (results/accuracy_cifar10.json) lists every requested cell, measured
 or not, so a missing cell is visible, never silently absent.
 
+Finished seeds are also copied to results/accuracy_cifar10_seeds/<cell>/ (committed, a few KB),
+keyed by a digest of what they depend on: the condensed set's and val's images and labels, the
+teacher's weights and the evaluation config. A work dir lost with its machine then costs only
+the re-run of its deterministic inputs (ingest, teacher, sets; under an hour here), not the
+hours of finished seeds: a seed whose digest matches is reused, not retrained. A cell measured
+before that store existed, whose seed files are gone, is carried over from the previous record
+with the record's date ("from_record") until it is measured again.
+
   python benchmarks/accuracy_cifar10.py --train runs/cifar10/train --val runs/cifar10/val \\
       --teacher runs/bench/teacher_c3/teacher.pt --work runs/bench/acc --rows random --ipc 10 50
   python benchmarks/accuracy_cifar10.py --work runs/bench/acc --report-only   # re-collect
@@ -35,7 +43,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import load, save  # noqa: E402
+from benchlib import RESULTS, load, save  # noqa: E402
 
 ROWS = {  # row -> (selection method, compensator or None)
     "random": ("random", None),
@@ -50,6 +58,8 @@ ROWS = {  # row -> (selection method, compensator or None)
 HARD_SUFFIX = "/hard"
 DEFAULT_ROWS = list(ROWS) + ["random/hard", "dc3_select/hard", "dc3_classical/hard"]
 MODEL_FREE = ("random",)
+RECORD = "accuracy_cifar10"
+STORE = RECORD + "_seeds"
 
 
 def parse_row(row: str) -> tuple[str, bool]:
@@ -142,8 +152,102 @@ def _not_measured(base: str, args) -> str | None:
     return None
 
 
-def run_cell(args, work: Path, row: str, ipc: int) -> None:
+def _eval_cfg(args, hard: bool):
     from dc3ray.config import EvalConfig
+    return EvalConfig(student="convnet3", epochs=args.epochs, seeds=args.seeds,
+                      eval_every=args.eval_every, hard_labels=hard)
+
+
+def _table_digest(path: Path) -> str:
+    """Digest of a set's keys, labels and image bytes in key order: equal for the same images
+    however they are sharded and whatever the parquet metadata says."""
+    import hashlib
+    from dc3ray.core import datasets, schema
+    t = datasets.load_table(path).sort_by(schema.KEY)
+    h = hashlib.sha256()
+    for k, y, img in zip(*(t.column(c).to_pylist() for c in (schema.KEY, schema.LABEL, schema.IMAGE))):
+        h.update(f"{k}\0{y}\0{len(img)}\0".encode())
+        h.update(img)
+    return h.hexdigest()[:16]
+
+
+def _weights_digest(ckpt: str | Path) -> str:
+    """Digest of a checkpoint's architecture and weights (not its file: that also holds timings)."""
+    import hashlib
+    from dc3ray.core.models import load_model_checkpoint
+    model, meta = load_model_checkpoint(ckpt)
+    h = hashlib.sha256(f"{meta['arch']} {meta['num_classes']} {meta['image_size']}".encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def inputs_digest(args, condensed: Path, hard: bool, ipc: int) -> str:
+    """What a seed's result depends on besides its seed (see the module docstring)."""
+    from dc3ray.config import to_dict
+    from dc3ray.core.fingerprint import json_digest
+    cfg = {k: v for k, v in to_dict(_eval_cfg(args, hard)).items() if k != "seeds"}
+    return json_digest({"set": _table_digest(condensed), "val": _table_digest(Path(args.val)),
+                        "teacher": None if hard else _weights_digest(args.teacher),
+                        "eval": cfg, "ipc": ipc})
+
+
+def _store(args) -> Path:
+    return Path(args.out_dir or RESULTS) / STORE
+
+
+def _stored_seeds(args, cell: str, key: str | None = None) -> dict[int, dict]:
+    """Seeds of `cell` in the committed store (only those with digest `key`, when given)."""
+    out = {}
+    for f in sorted((_store(args) / cell).glob("seed*.json")):
+        data = json.loads(f.read_text())
+        if key is None or data["inputs"] == key:
+            out[int(f.stem[len("seed"):])] = data
+    return out
+
+
+def export_seeds(args, work: Path, row: str, ipc: int) -> int:
+    """Copy the work dir's finished seeds of a cell into the store; returns how many are new.
+
+    Seeds stored under another digest are removed: their set, teacher or config is not this one's.
+    """
+    cell = cell_name(row, ipc)
+    found = sorted((work / "eval" / cell / "seeds").glob("seed*.json"))
+    if not found:
+        return 0
+    base, hard = parse_row(row)
+    key = inputs_digest(args, _set_path(work, base, ipc), hard, ipc)
+    d = _store(args) / cell
+    d.mkdir(parents=True, exist_ok=True)
+    for f in d.glob("seed*.json"):
+        if json.loads(f.read_text())["inputs"] != key:
+            f.unlink()
+    new = 0
+    cond = _condense_s(work, base, ipc)
+    for f in found:
+        res = json.loads(f.read_text())["result"]
+        dst = d / f.name
+        if not dst.is_file():
+            new += 1
+        dst.write_text(json.dumps({"inputs": key, "condense_s": cond, "result": res},
+                                  indent=1, sort_keys=True) + "\n")
+    return new
+
+
+def _set_path(work: Path, base: str, ipc: int) -> Path:
+    method, comp = ROWS[base]
+    return work / "sets" / (f"{method}_ipc{ipc}" + (f"+{comp}" if comp else ""))
+
+
+def _condense_s(work: Path, base: str, ipc: int) -> float | None:
+    method, comp = ROWS[base]
+    cond = [_timing(work, f"{method}_ipc{ipc}"),
+            _timing(work, _set_path(work, base, ipc).name) if comp else 0.0]
+    return round(sum(cond), 1) if None not in cond else None
+
+
+def run_cell(args, work: Path, row: str, ipc: int) -> None:
     from dc3ray.pipeline.train import evaluate_condensed
     base, hard = parse_row(row)
     if _not_measured(base, args):
@@ -152,10 +256,14 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
     condensed = _selection(args, work, method, ipc)
     if comp:
         condensed = _compensated(args, work, condensed, comp)
-    cfg = EvalConfig(student="convnet3", epochs=args.epochs, seeds=args.seeds,
-                     eval_every=args.eval_every, hard_labels=hard)
-    evaluate_condensed(cfg, condensed, args.val, None if hard else args.teacher,
-                       work / "eval" / cell_name(row, ipc), ipc=ipc)
+    cell = cell_name(row, ipc)
+    key = inputs_digest(args, condensed, hard, ipc)
+    stored = {s: d["result"] for s, d in _stored_seeds(args, cell, key).items()}
+    if stored:
+        print(f"[acc] {cell}: seeds {sorted(stored)} reused from {_store(args) / cell}", flush=True)
+    evaluate_condensed(_eval_cfg(args, hard), condensed, args.val, None if hard else args.teacher,
+                       work / "eval" / cell, ipc=ipc, finished=stored)
+    export_seeds(args, work, row, ipc)
 
 
 def cell_name(row: str, ipc: int) -> str:
@@ -163,39 +271,46 @@ def cell_name(row: str, ipc: int) -> str:
     return f"{base}{'_hard' if hard else ''}_ipc{ipc}"
 
 
-def collect(args, work: Path, rows: list[str], ipcs: list[int]) -> list[dict]:
-    """One summary row per (row, ipc): measured figures, partial seeds, or why not measured."""
+def collect(args, work: Path, rows: list[str], ipcs: list[int],
+            previous: dict | None = None) -> list[dict]:
+    """One summary row per (row, ipc): measured figures, partial seeds, or why not measured.
+
+    Reads the committed seed store (after copying the work dir's finished seeds into it). A cell
+    with no stored seed keeps its entry from `previous` (the last record) if that one had figures.
+    """
     import numpy as np
+    prev = {(c["row"], c["ipc"]): c for c in (previous or {}).get("result", {}).get("summary", [])}
     out = []
     for row in rows:
         base, hard = parse_row(row)
-        method, comp = ROWS[base]
         for ipc in ipcs:
             cell = {"row": row, "ipc": ipc, "labels": "hard" if hard else "KD"}
             reason = _not_measured(base, args)
-            ev = work / "eval" / cell_name(row, ipc)
-            seeds = []
-            for f in sorted((ev / "seeds").glob("seed*.json")):
-                res = json.loads(f.read_text())["result"]
-                # A seed from another epoch budget is stale (evaluate_condensed would retrain it).
-                if res["history"] and res["history"][-1][0] == args.epochs:
-                    seeds.append(res)
-            set_name = f"{method}_ipc{ipc}" + (f"+{comp}" if comp else "")
-            cond = [_timing(work, f"{method}_ipc{ipc}"),
-                    _timing(work, set_name) if comp else 0.0]
+            if (work / "eval" / cell_name(row, ipc) / "seeds").is_dir():
+                export_seeds(args, work, row, ipc)
+            stored = _stored_seeds(args, cell_name(row, ipc))
+            # A seed from another epoch budget is stale (evaluate_condensed would retrain it).
+            seeds = [d["result"] for _, d in sorted(stored.items())
+                     if d["result"]["history"] and d["result"]["history"][-1][0] == args.epochs]
+            old = prev.get((row, ipc))
             if seeds:
                 fin = np.array([s["top1_final"] for s in seeds])
                 best = np.array([s["top1_best"] for s in seeds])
+                conds = [d.get("condense_s") for d in stored.values()]
                 cell.update({
                     "final_top1": f"{fin.mean():.2f} +- {fin.std():.2f}",
                     "best_top1": f"{best.mean():.2f} +- {best.std():.2f}",
                     "final_mean": round(float(fin.mean()), 2), "final_std": round(float(fin.std()), 2),
                     "best_mean": round(float(best.mean()), 2), "best_std": round(float(best.std()), 2),
                     "seeds": len(seeds),
-                    "condense_s": round(sum(cond), 1) if None not in cond else None,
+                    "condense_s": next((c for c in conds if c is not None), None),
                     "eval_s_per_seed": round(float(np.mean([s["wall_s"] for s in seeds])), 1),
+                    "final_per_seed": [round(float(f), 2) for f in fin],
                     "status": "measured" if len(seeds) >= args.seeds
                     else f"partial: {len(seeds)}/{args.seeds} seeds"})
+            elif old and "final_mean" in old:
+                cell = dict(old)
+                cell.setdefault("from_record", previous.get("date"))
             else:
                 cell["status"] = f"not measured: {reason}" if reason else "not measured yet"
             out.append(cell)
@@ -233,7 +348,14 @@ def main(argv=None) -> dict:
             for row in args.rows:
                 print(f"[acc] {row} ipc {ipc}", flush=True)
                 run_cell(args, work, row, ipc)
-    summary = collect(args, work, args.rows, args.ipc)
+    record = Path(args.out_dir or RESULTS) / f"{RECORD}.json"
+    previous = json.loads(record.read_text()) if record.is_file() else None
+    # The record keeps every cell it had: a run of one row re-collects the others too.
+    had = (previous or {}).get("result", {}).get("summary", [])
+    named = set(args.rows) | {c["row"] for c in had}
+    rows = [r for r in DEFAULT_ROWS if r in named] + sorted(named - set(DEFAULT_ROWS))
+    ipcs = sorted(set(args.ipc) | {c["ipc"] for c in had})
+    summary = collect(args, work, rows, ipcs, previous)
     features_s = _timing(work, "features")
     result = {"summary": summary, "features_s": features_s, "protocol": {
         "student": "convnet3", "epochs": args.epochs, "seeds": args.seeds,
@@ -243,7 +365,7 @@ def main(argv=None) -> dict:
                 "every model-based row"}}
     for c in summary:
         print(json.dumps(c))
-    save("accuracy_cifar10", result, argv, load_before=load_before, out_dir=args.out_dir)
+    save(RECORD, result, argv, load_before=load_before, out_dir=args.out_dir)
     return result
 
 

@@ -95,6 +95,12 @@ def test_evaluate_condensed_trains_students_per_seed_and_logs_to_mlflow(
                                model_kwargs={"width": 16}, log=lines.append)
     assert again["seeds"] == summary["seeds"]
     assert any("seed 0: done earlier" in line for line in lines), lines
+    # Seeds kept elsewhere (the accuracy benchmark's committed store) are taken, not trained.
+    lines.clear()
+    kept = evaluate_condensed(cfg, condensed, cifar_val_shards, teacher_path, tmp_path / "kept",
+                              model_kwargs={"width": 16}, finished={0: seed}, log=lines.append)
+    assert kept["seeds"] == summary["seeds"]
+    assert any("seed 0: done earlier" in line for line in lines), lines
     # The saved seed is keyed on everything it depends on except the seed count.
     from dc3ray.pipeline.train import _inputs_key
     key = _inputs_key(summary, condensed, cifar_val_shards, teacher_path)
