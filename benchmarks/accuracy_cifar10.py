@@ -359,7 +359,10 @@ def main(argv=None) -> dict:
     features_s = _timing(work, "features")
     result = {"summary": summary, "features_s": features_s, "protocol": {
         "student": "convnet3", "epochs": args.epochs, "seeds": args.seeds,
-        "eval_every": args.eval_every, "teacher": args.teacher, "train": args.train,
+        "eval_every": args.eval_every, "teacher": args.teacher,
+        # Which teacher: a retrained one with other weights makes new KD cells incomparable.
+        "teacher_weights": _weights_digest(args.teacher) if Path(args.teacher).is_file() else None,
+        "train": args.train,
         "val": args.val, "select_seed": args.select_seed,
         "note": "condense_s excludes the one-off teacher feature pass (features_s), shared by "
                 "every model-based row"}}
