@@ -17,13 +17,16 @@ finished seeds (work/eval/<row>_ipc<k>/seeds/). A later call with other --rows/-
 the same table. The record (results/accuracy_cifar10.json) lists every requested cell, measured
 or not, so a missing cell is visible, never silently absent.
 
-Finished seeds are also copied to results/accuracy_cifar10_seeds/<cell>/ (committed, a few KB),
-keyed by a digest of what they depend on: the condensed set's and val's images and labels, the
-teacher's weights and the evaluation config. A work dir lost with its machine then costs only
-the re-run of its deterministic inputs (ingest, teacher, sets; under an hour here), not the
-hours of finished seeds: a seed whose digest matches is reused, not retrained. A cell measured
-before that store existed, whose seed files are gone, is carried over from the previous record
-with the record's date ("from_record") until it is measured again.
+Finished seeds are also copied to results/accuracy_cifar10_seeds/<cell>/<digest>/ (committed,
+a few KB), the digest covering what a seed depends on: the condensed set's and val's images and
+labels, the teacher's weights and the evaluation config. A work dir lost with its machine then
+costs the re-run of its inputs (ingest, teacher, sets), not the hours of finished seeds: a seed
+whose digest matches is reused, not retrained. The inputs are reproducible bit for bit only on
+the same CPU type and libraries (a teacher retrained on another CPU has other weights, so its
+KD and DC3 cells get a new digest and start again); random-set hard-label cells carry across.
+A cell reports the digest with the most seeds (then the newest); every seed names its CPU. A
+cell measured before the store existed, whose seed files are gone, is carried over from the
+previous record with that record's date and machine ("from_record") until measured again.
 
   python benchmarks/accuracy_cifar10.py --train runs/cifar10/train --val runs/cifar10/val \\
       --teacher runs/bench/teacher_c3/teacher.pt --work runs/bench/acc --rows random --ipc 10 50
@@ -198,40 +201,51 @@ def _store(args) -> Path:
 
 
 def _stored_seeds(args, cell: str, key: str | None = None) -> dict[int, dict]:
-    """Seeds of `cell` in the committed store (only those with digest `key`, when given)."""
-    out = {}
-    for f in sorted((_store(args) / cell).glob("seed*.json")):
-        data = json.loads(f.read_text())
-        if key is None or data["inputs"] == key:
-            out[int(f.stem[len("seed"):])] = data
-    return out
+    """Stored seeds of `cell` for inputs digest `key`; without a key, the digest with the most
+    seeds at this epoch budget (ties: the newest)."""
+    root = _store(args) / cell
+    if key is None:
+        groups = []
+        for d in (g for g in root.glob("*") if g.is_dir()):
+            entries = [json.loads(f.read_text()) for f in d.glob("seed*.json")]
+            ok = [e for e in entries if _at_budget(e["result"], args.epochs)]
+            if ok:
+                groups.append((len(ok), max(e.get("date", "") for e in ok), d.name))
+        if not groups:
+            return {}
+        key = max(groups)[2]
+    return {int(f.stem[len("seed"):]): json.loads(f.read_text())
+            for f in sorted((root / key).glob("seed*.json"))}
+
+
+def _at_budget(result: dict, epochs: int) -> bool:
+    """A seed from another epoch budget is stale (evaluate_condensed would retrain it)."""
+    return bool(result["history"]) and result["history"][-1][0] == epochs
 
 
 def export_seeds(args, work: Path, row: str, ipc: int) -> int:
-    """Copy the work dir's finished seeds of a cell into the store; returns how many are new.
-
-    Seeds stored under another digest are removed: their set, teacher or config is not this one's.
-    """
+    """Copy the work dir's finished seeds of a cell into the store; returns how many are new."""
+    import datetime as dt
+    from benchlib import machine
     cell = cell_name(row, ipc)
     found = sorted((work / "eval" / cell / "seeds").glob("seed*.json"))
     if not found:
         return 0
     base, hard = parse_row(row)
     key = inputs_digest(args, _set_path(work, base, ipc), hard, ipc)
-    d = _store(args) / cell
+    d = _store(args) / cell / key
     d.mkdir(parents=True, exist_ok=True)
-    for f in d.glob("seed*.json"):
-        if json.loads(f.read_text())["inputs"] != key:
-            f.unlink()
-    new = 0
-    cond = _condense_s(work, base, ipc)
+    new, cond, cpu = 0, _condense_s(work, base, ipc), machine()["cpu"]
     for f in found:
-        res = json.loads(f.read_text())["result"]
         dst = d / f.name
-        if not dst.is_file():
-            new += 1
-        dst.write_text(json.dumps({"inputs": key, "condense_s": cond, "result": res},
+        if dst.is_file():
+            continue  # stored once, with the machine and date it was first exported from
+        res = json.loads(f.read_text())["result"]
+        date = dt.datetime.fromtimestamp(f.stat().st_mtime, dt.timezone.utc)
+        dst.write_text(json.dumps({"inputs": key, "condense_s": cond, "cpu": cpu,
+                                   "date": date.strftime("%Y-%m-%d %H:%M UTC"), "result": res},
                                   indent=1, sort_keys=True) + "\n")
+        new += 1
     return new
 
 
@@ -288,10 +302,9 @@ def collect(args, work: Path, rows: list[str], ipcs: list[int],
             reason = _not_measured(base, args)
             if (work / "eval" / cell_name(row, ipc) / "seeds").is_dir():
                 export_seeds(args, work, row, ipc)
-            stored = _stored_seeds(args, cell_name(row, ipc))
-            # A seed from another epoch budget is stale (evaluate_condensed would retrain it).
-            seeds = [d["result"] for _, d in sorted(stored.items())
-                     if d["result"]["history"] and d["result"]["history"][-1][0] == args.epochs]
+            stored = {s: e for s, e in _stored_seeds(args, cell_name(row, ipc)).items()
+                      if _at_budget(e["result"], args.epochs)}
+            seeds = [e["result"] for _, e in sorted(stored.items())]
             old = prev.get((row, ipc))
             if seeds:
                 fin = np.array([s["top1_final"] for s in seeds])
@@ -306,11 +319,13 @@ def collect(args, work: Path, rows: list[str], ipcs: list[int],
                     "condense_s": next((c for c in conds if c is not None), None),
                     "eval_s_per_seed": round(float(np.mean([s["wall_s"] for s in seeds])), 1),
                     "final_per_seed": [round(float(f), 2) for f in fin],
+                    "cpu": ", ".join(sorted({e.get("cpu", "unknown") for e in stored.values()})),
                     "status": "measured" if len(seeds) >= args.seeds
                     else f"partial: {len(seeds)}/{args.seeds} seeds"})
             elif old and "final_mean" in old:
                 cell = dict(old)
-                cell.setdefault("from_record", previous.get("date"))
+                cell.setdefault("from_record", f"{previous.get('date')}, "
+                                               f"{previous.get('machine', {}).get('cpu')}")
             else:
                 cell["status"] = f"not measured: {reason}" if reason else "not measured yet"
             out.append(cell)

@@ -13,6 +13,7 @@ import platform
 import resource
 import shlex
 import sys
+from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,8 +40,15 @@ def machine() -> dict:
             gpu = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     except ImportError:
         pass
+    # Float results are bit-identical only for one CPU type and these versions (kernels differ).
+    libs = {}
+    for name, dist in (("torch", "torch"), ("numpy", "numpy"), ("pillow", "pillow")):
+        try:
+            libs[name] = _version(dist)
+        except PackageNotFoundError:
+            libs[name] = None
     return {"cores": os.cpu_count(), "cpu": cpu, "gpu": gpu, "memory_gb": mem_gb,
-            "python": platform.python_version()}
+            "python": platform.python_version(), **libs}
 
 
 def load() -> float | None:

@@ -42,11 +42,12 @@ def table(rows: list[dict], skip: tuple[str, ...] = ()) -> str:
 def machine_line(rec: dict) -> str:
     m = rec.get("machine", {})
     gpu = m.get("gpu") or "no GPU"
+    libs = "".join(f", {k} {m[k]}" for k in ("torch", "numpy", "pillow") if m.get(k))
     load = ""
     if rec.get("load_before") is not None:
         load = f"; load average {rec['load_before']} before, {rec.get('load_after')} after"
     return (f"{m.get('cores')} cores ({m.get('cpu')}), {gpu}, {m.get('memory_gb')} GiB, "
-            f"Python {m.get('python')}{load}")
+            f"Python {m.get('python')}{libs}{load}")
 
 
 def plot_accuracy(rec: dict, path: Path) -> bool:

@@ -14,6 +14,7 @@ sys.path.insert(0, str(BENCH))
 
 import accuracy_cifar10 as acc  # noqa: E402
 import render  # noqa: E402
+from benchlib import machine  # noqa: E402
 from conftest import save_random_teacher  # noqa: E402
 
 
@@ -64,9 +65,10 @@ def test_collect_reports_measured_partial_and_unmeasured_cells(tmp_path, cifar_s
     assert "final_mean" not in by[("dc3_diffusion", 10)]
 
     # The finished seeds went to the committed store: the table survives losing the work dir.
-    store = tmp_path / "results" / acc.STORE
-    assert sorted(f.name for f in (store / "random_ipc10").iterdir()) == [
-        "seed0.json", "seed1.json", "seed2.json"]
+    [group] = (tmp_path / "results" / acc.STORE / "random_ipc10").iterdir()
+    assert group.name == acc.inputs_digest(ns, cifar_small_shards, hard=False, ipc=10)
+    assert sorted(f.name for f in group.iterdir()) == ["seed0.json", "seed1.json", "seed2.json"]
+    assert full["cpu"] == machine()["cpu"]
     shutil.rmtree(work)
     assert acc.collect(ns, work, ["random", "dc3_diffusion"], [10, 50]) == cells
 
@@ -96,26 +98,37 @@ def test_stored_seeds_are_keyed_on_set_val_teacher_weights_and_eval_config(
     assert acc.inputs_digest(ns, cifar_small_shards, False, 10) != key
     ns.epochs = 300
 
-    # A stored seed from other inputs is dropped when this set's seeds are exported.
+    # Seeds of other inputs (another machine's teacher, say) stay stored; a cell reports the
+    # inputs with the most seeds.
     work = tmp_path / "acc"
     (work / "sets").mkdir(parents=True)
     (work / "sets" / "random_ipc10").symlink_to(cifar_small_shards)
-    stale = tmp_path / "results" / acc.STORE / "random_ipc10" / "seed1.json"
-    stale.parent.mkdir(parents=True)
-    stale.write_text(json.dumps({"inputs": "old", "result": {}}))
+    other = tmp_path / "results" / acc.STORE / "random_ipc10" / "other"
+    other.mkdir(parents=True)
+    for seed in (0, 1):
+        other.joinpath(f"seed{seed}.json").write_text(json.dumps({"inputs": "other", "result": {
+            "seed": seed, "top1_final": 40.0, "top1_best": 41.0, "wall_s": 1.0,
+            "history": [[300, 40.0]]}}))
     fake_seed(work, "random_ipc10", 0, 50.0, 51.0)
     assert acc.export_seeds(ns, work, "random", 10) == 1
-    assert not stale.exists()
+    assert acc.export_seeds(ns, work, "random", 10) == 0  # already stored
     assert set(acc._stored_seeds(ns, "random_ipc10", key)) == {0}
+    [cell] = acc.collect(ns, work, ["random"], [10])
+    assert cell["final_mean"] == 40.0 and cell["seeds"] == 2
+    for seed in (1, 2):
+        fake_seed(work, "random_ipc10", seed, 50.0, 51.0)
+    [cell] = acc.collect(ns, work, ["random"], [10])
+    assert cell["final_mean"] == 50.0 and cell["status"] == "measured"
 
 
 def test_cells_of_the_previous_record_without_seed_files_are_carried_with_its_date(tmp_path):
-    previous = {"date": "2026-11-29 10:11 UTC", "result": {"summary": [
+    previous = {"date": "2026-11-29 10:11 UTC", "machine": {"cpu": "AMD EPYC"}, "result": {"summary": [
         {"row": "herding", "ipc": 10, "labels": "KD", "final_mean": 51.71, "status": "measured"},
         {"row": "kcenter", "ipc": 10, "labels": "KD", "status": "not measured yet"}]}}
     ns = bench_args(tmp_path, tmp_path, tmp_path)
     cells = acc.collect(ns, tmp_path / "acc", ["herding", "kcenter"], [10], previous)
-    assert cells[0] == dict(previous["result"]["summary"][0], from_record="2026-11-29 10:11 UTC")
+    assert cells[0] == dict(previous["result"]["summary"][0],
+                            from_record="2026-11-29 10:11 UTC, AMD EPYC")
     assert cells[1]["status"] == "not measured yet" and "from_record" not in cells[1]
 
 
