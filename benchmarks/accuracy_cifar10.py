@@ -29,13 +29,19 @@ cell measured before the store existed, whose seed files are gone, is carried ov
 previous record with that record's date and machine ("from_record") until measured again.
 
   python benchmarks/accuracy_cifar10.py --train runs/cifar10/train --val runs/cifar10/val \\
-      --teacher runs/bench/teacher_c3/teacher.pt --work runs/bench/acc --rows random --ipc 10 50
+      --work runs/bench/acc --rows random --ipc 10 50
   python benchmarks/accuracy_cifar10.py --work runs/bench/acc --report-only   # re-collect
 
 CPU cost on the 2-core sandbox with nothing else running: a ConvNet-3 seed at 300 epochs is
 ~3.5 min at IPC 1, ~8.5 min at IPC 10 and ~29 min at IPC 50 (measured, docs/BENCHMARKS.md), so
 the full table (8 rows x 3 IPCs x 3 seeds + hard labels) is about a day of CPU; on a GPU it is
 an afternoon. Run it row by row.
+
+The teacher is committed (results/teacher_c3.pt, 1.3 MB; results/teacher_c3.json is its run
+record): `dc3ray teacher runs/cifar10/train --val runs/cifar10/val --out runs/bench/teacher_c3
+--epochs 6` on 2026-11-29 (Intel Xeon, 2 cores, torch 2.14.1), val top-1 78.26%. The same
+command on an AMD EPYC the day before gave 78.56% and other weights: the IPC 1 / 10 cells and the
+first three IPC 50 cells of the record were made with that teacher, which is lost.
 """
 from __future__ import annotations
 
@@ -186,6 +192,13 @@ def _weights_digest(ckpt: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def teacher_label(ckpt: str | Path) -> str:
+    """'<weights digest> (val top-1 NN.NN%)': names the teacher behind a KD cell."""
+    from dc3ray.core.models import load_model_checkpoint
+    top1 = load_model_checkpoint(ckpt)[1].get("extra", {}).get("val_top1")
+    return f"{_weights_digest(ckpt)} (val top-1 {top1}%)"
+
+
 def inputs_digest(args, condensed: Path, hard: bool, ipc: int) -> str:
     """What a seed's result depends on besides its seed (see the module docstring)."""
     from dc3ray.config import to_dict
@@ -236,13 +249,16 @@ def export_seeds(args, work: Path, row: str, ipc: int) -> int:
     d = _store(args) / cell / key
     d.mkdir(parents=True, exist_ok=True)
     new, cond, cpu = 0, _condense_s(work, base, ipc), machine()["cpu"]
+    # DC3 rows also select with the teacher's features: name it for every model-based set.
+    uses_teacher = not hard or ROWS[base][0] not in MODEL_FREE
+    teacher = teacher_label(args.teacher) if uses_teacher else None
     for f in found:
         dst = d / f.name
         if dst.is_file():
             continue  # stored once, with the machine and date it was first exported from
         res = json.loads(f.read_text())["result"]
         date = dt.datetime.fromtimestamp(f.stat().st_mtime, dt.timezone.utc)
-        dst.write_text(json.dumps({"inputs": key, "condense_s": cond, "cpu": cpu,
+        dst.write_text(json.dumps({"inputs": key, "condense_s": cond, "cpu": cpu, "teacher": teacher,
                                    "date": date.strftime("%Y-%m-%d %H:%M UTC"), "result": res},
                                   indent=1, sort_keys=True) + "\n")
         new += 1
@@ -320,6 +336,7 @@ def collect(args, work: Path, rows: list[str], ipcs: list[int],
                     "eval_s_per_seed": round(float(np.mean([s["wall_s"] for s in seeds])), 1),
                     "final_per_seed": [round(float(f), 2) for f in fin],
                     "cpu": ", ".join(sorted({e.get("cpu", "unknown") for e in stored.values()})),
+                    "teacher": ", ".join(sorted({str(e.get("teacher")) for e in stored.values()})),
                     "status": "measured" if len(seeds) >= args.seeds
                     else f"partial: {len(seeds)}/{args.seeds} seeds"})
             elif old and "final_mean" in old:
@@ -336,8 +353,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", default="runs/cifar10/train", help="ingested train shards")
     p.add_argument("--val", default="runs/cifar10/val", help="ingested val shards (scoring)")
-    p.add_argument("--teacher", default="runs/bench/teacher_c3/teacher.pt",
-                   help="ConvNet-3 teacher from `dc3ray teacher` (KD and selection features)")
+    p.add_argument("--teacher", default=str(RESULTS / "teacher_c3.pt"),
+                   help="ConvNet-3 teacher from `dc3ray teacher` (KD and selection features); "
+                        "default: the committed one (see results/teacher_c3.json)")
     p.add_argument("--work", default="runs/bench/acc", help="sets, features, evaluations (resumable)")
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, help=f"default: {DEFAULT_ROWS}")
     p.add_argument("--ipc", nargs="+", type=int, default=[1, 10, 50])
@@ -376,7 +394,7 @@ def main(argv=None) -> dict:
         "student": "convnet3", "epochs": args.epochs, "seeds": args.seeds,
         "eval_every": args.eval_every, "teacher": args.teacher,
         # Which teacher: a retrained one with other weights makes new KD cells incomparable.
-        "teacher_weights": _weights_digest(args.teacher) if Path(args.teacher).is_file() else None,
+        "teacher_weights": teacher_label(args.teacher) if Path(args.teacher).is_file() else None,
         "train": args.train,
         "val": args.val, "select_seed": args.select_seed,
         "note": "condense_s excludes the one-off teacher feature pass (features_s), shared by "

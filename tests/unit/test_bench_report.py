@@ -69,6 +69,7 @@ def test_collect_reports_measured_partial_and_unmeasured_cells(tmp_path, cifar_s
     assert group.name == acc.inputs_digest(ns, cifar_small_shards, hard=False, ipc=10)
     assert sorted(f.name for f in group.iterdir()) == ["seed0.json", "seed1.json", "seed2.json"]
     assert full["cpu"] == machine()["cpu"]
+    assert full["teacher"] == acc.teacher_label(ns.teacher) and "(val top-1 None%)" in full["teacher"]
     shutil.rmtree(work)
     assert acc.collect(ns, work, ["random", "dc3_diffusion"], [10, 50]) == cells
 
@@ -154,3 +155,13 @@ def test_render_writes_every_record_with_its_command_machine_and_plots(tmp_path)
     assert "- a note | with a pipe" in md
     assert (docs / "bench_accuracy.png").stat().st_size > 1000
     assert (docs / "bench_throughput.png").stat().st_size > 1000
+
+
+def test_the_committed_teacher_loads_and_matches_its_run_record():
+    from dc3ray.core.models import load_model_checkpoint
+    model, meta = load_model_checkpoint(BENCH / "results" / "teacher_c3.pt")
+    record = json.loads((BENCH / "results" / "teacher_c3.json").read_text())
+    assert (meta["arch"], meta["num_classes"], meta["image_size"]) == ("convnet3", 10, 32)
+    assert meta["extra"]["val_top1"] == record["val_top1"] and record["complete"]
+    assert acc.teacher_label(BENCH / "results" / "teacher_c3.pt").endswith(
+        f"(val top-1 {record['val_top1']}%)")
