@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -199,70 +200,86 @@ def teacher_label(ckpt: str | Path) -> str:
     return f"{_weights_digest(ckpt)} (val top-1 {top1}%)"
 
 
-def inputs_digest(args, condensed: Path, hard: bool, ipc: int) -> str:
+def inputs_parts(args, condensed: Path, hard: bool, ipc: int) -> dict:
     """What a seed's result depends on besides its seed (see the module docstring)."""
+    return {"set": _table_digest(condensed), "val": _table_digest(Path(args.val)),
+            "teacher": None if hard else _weights_digest(args.teacher),
+            "eval": _eval_key(args, hard), "ipc": ipc}
+
+
+def _eval_key(args, hard: bool) -> dict:
     from dc3ray.config import to_dict
+    return {k: v for k, v in to_dict(_eval_cfg(args, hard)).items() if k != "seeds"}
+
+
+def inputs_digest(args, condensed: Path, hard: bool, ipc: int) -> str:
     from dc3ray.core.fingerprint import json_digest
-    cfg = {k: v for k, v in to_dict(_eval_cfg(args, hard)).items() if k != "seeds"}
-    return json_digest({"set": _table_digest(condensed), "val": _table_digest(Path(args.val)),
-                        "teacher": None if hard else _weights_digest(args.teacher),
-                        "eval": cfg, "ipc": ipc})
+    return json_digest(inputs_parts(args, condensed, hard, ipc))
 
 
 def _store(args) -> Path:
     return Path(args.out_dir or RESULTS) / STORE
 
 
-def _stored_seeds(args, cell: str, key: str | None = None) -> dict[int, dict]:
-    """Stored seeds of `cell` for inputs digest `key`; without a key, the digest with the most
-    seeds at this epoch budget (ties: the newest)."""
+def _read_entries(folder: Path) -> dict[int, dict]:
+    out = {}
+    for f in sorted(folder.glob("seed*.json")):
+        try:
+            out[int(f.stem[len("seed"):])] = json.loads(f.read_text())
+        except (OSError, ValueError):
+            print(f"[acc] skipping unreadable {f}", flush=True)
+    return out
+
+
+def _stored_seeds(args, cell: str, hard: bool, key: str | None = None) -> dict[int, dict]:
+    """Usable stored seeds of `cell` (seed < --seeds, this epoch budget and eval config) for
+    inputs digest `key`; without a key, the digest with the most of them (ties: the newest)."""
     root = _store(args) / cell
-    if key is None:
-        groups = []
-        for d in (g for g in root.glob("*") if g.is_dir()):
-            entries = [json.loads(f.read_text()) for f in d.glob("seed*.json")]
-            ok = [e for e in entries if _at_budget(e["result"], args.epochs)]
-            if ok:
-                groups.append((len(ok), max(e.get("date", "") for e in ok), d.name))
-        if not groups:
-            return {}
-        key = max(groups)[2]
-    return {int(f.stem[len("seed"):]): json.loads(f.read_text())
-            for f in sorted((root / key).glob("seed*.json"))}
+    want = _eval_key(args, hard)
+
+    def usable(folder: Path) -> dict[int, dict]:
+        return {s: e for s, e in _read_entries(folder).items()
+                if s < args.seeds and _at_budget(e["result"], args.epochs)
+                and e.get("parts", {}).get("eval") == want}
+    if key is not None:
+        return usable(root / key)
+    groups = [(len(u), max(e.get("date", "") for e in u.values()), d.name, u)
+              for d in sorted(root.glob("*")) if d.is_dir() for u in [usable(d)] if u]
+    return max(groups, key=lambda g: g[:3])[3] if groups else {}
 
 
 def _at_budget(result: dict, epochs: int) -> bool:
     """A seed from another epoch budget is stale (evaluate_condensed would retrain it)."""
-    return bool(result["history"]) and result["history"][-1][0] == epochs
+    return bool(result.get("history")) and result["history"][-1][0] == epochs
 
 
-def export_seeds(args, work: Path, row: str, ipc: int) -> int:
-    """Copy the work dir's finished seeds of a cell into the store; returns how many are new."""
+def _write_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict):
+    """evaluate_condensed's on_seed: each seed goes to the store as soon as it is done, named
+    with the CPU it ran on, the date and the teacher (DC3 rows select with its features)."""
     import datetime as dt
     from benchlib import machine
-    cell = cell_name(row, ipc)
-    found = sorted((work / "eval" / cell / "seeds").glob("seed*.json"))
-    if not found:
-        return 0
+    from dc3ray.core.fingerprint import json_digest
     base, hard = parse_row(row)
-    key = inputs_digest(args, _set_path(work, base, ipc), hard, ipc)
-    d = _store(args) / cell / key
-    d.mkdir(parents=True, exist_ok=True)
-    new, cond, cpu = 0, _condense_s(work, base, ipc), machine()["cpu"]
-    # DC3 rows also select with the teacher's features: name it for every model-based set.
+    folder = _store(args) / cell_name(row, ipc) / json_digest(parts)
     uses_teacher = not hard or ROWS[base][0] not in MODEL_FREE
     teacher = teacher_label(args.teacher) if uses_teacher else None
-    for f in found:
-        dst = d / f.name
+
+    def keep(seed: int, result: dict) -> None:
+        dst = folder / f"seed{seed}.json"
         if dst.is_file():
-            continue  # stored once, with the machine and date it was first exported from
-        res = json.loads(f.read_text())["result"]
-        date = dt.datetime.fromtimestamp(f.stat().st_mtime, dt.timezone.utc)
-        dst.write_text(json.dumps({"inputs": key, "condense_s": cond, "cpu": cpu, "teacher": teacher,
-                                   "date": date.strftime("%Y-%m-%d %H:%M UTC"), "result": res},
-                                  indent=1, sort_keys=True) + "\n")
-        new += 1
-    return new
+            return  # kept when it was trained; a reuse changes nothing
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(dst, {
+            "inputs": folder.name, "parts": parts, "condense_s": _condense_s(work, base, ipc),
+            "cpu": machine()["cpu"], "teacher": teacher, "result": result,
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
+    return keep
 
 
 def _set_path(work: Path, base: str, ipc: int) -> Path:
@@ -287,13 +304,14 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
     if comp:
         condensed = _compensated(args, work, condensed, comp)
     cell = cell_name(row, ipc)
-    key = inputs_digest(args, condensed, hard, ipc)
-    stored = {s: d["result"] for s, d in _stored_seeds(args, cell, key).items()}
+    parts = inputs_parts(args, condensed, hard, ipc)
+    from dc3ray.core.fingerprint import json_digest
+    stored = {s: e["result"] for s, e in _stored_seeds(args, cell, hard, json_digest(parts)).items()}
     if stored:
         print(f"[acc] {cell}: seeds {sorted(stored)} reused from {_store(args) / cell}", flush=True)
     evaluate_condensed(_eval_cfg(args, hard), condensed, args.val, None if hard else args.teacher,
-                       work / "eval" / cell, ipc=ipc, finished=stored)
-    export_seeds(args, work, row, ipc)
+                       work / "eval" / cell, ipc=ipc, finished=stored,
+                       on_seed=seed_keeper(args, work, row, ipc, parts))
 
 
 def cell_name(row: str, ipc: int) -> str:
@@ -301,25 +319,25 @@ def cell_name(row: str, ipc: int) -> str:
     return f"{base}{'_hard' if hard else ''}_ipc{ipc}"
 
 
-def collect(args, work: Path, rows: list[str], ipcs: list[int],
-            previous: dict | None = None) -> list[dict]:
+def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None) -> list[dict]:
     """One summary row per (row, ipc): measured figures, partial seeds, or why not measured.
 
-    Reads the committed seed store (after copying the work dir's finished seeds into it). A cell
-    with no stored seed keeps its entry from `previous` (the last record) if that one had figures.
+    Reads the committed seed store only (run_cell fills it as seeds finish). A cell with no stored
+    seed keeps its entry from `previous` (the last record) if that had figures under the same
+    protocol (epochs, seeds, eval_every).
     """
     import numpy as np
-    prev = {(c["row"], c["ipc"]): c for c in (previous or {}).get("result", {}).get("summary", [])}
+    res = (previous or {}).get("result", {})
+    same = all(res.get("protocol", {}).get(k) == getattr(args, k)
+               for k in ("epochs", "seeds", "eval_every"))
+    prev = {(c["row"], c["ipc"]): c for c in res.get("summary", [])} if same else {}
     out = []
     for row in rows:
         base, hard = parse_row(row)
         for ipc in ipcs:
             cell = {"row": row, "ipc": ipc, "labels": "hard" if hard else "KD"}
             reason = _not_measured(base, args)
-            if (work / "eval" / cell_name(row, ipc) / "seeds").is_dir():
-                export_seeds(args, work, row, ipc)
-            stored = {s: e for s, e in _stored_seeds(args, cell_name(row, ipc)).items()
-                      if _at_budget(e["result"], args.epochs)}
+            stored = _stored_seeds(args, cell_name(row, ipc), hard)
             seeds = [e["result"] for _, e in sorted(stored.items())]
             old = prev.get((row, ipc))
             if seeds:
@@ -343,6 +361,8 @@ def collect(args, work: Path, rows: list[str], ipcs: list[int],
                 cell = dict(old)
                 cell.setdefault("from_record", f"{previous.get('date')}, "
                                                f"{previous.get('machine', {}).get('cpu')}")
+                if not hard or ROWS[base][0] not in MODEL_FREE:
+                    cell.setdefault("teacher", "not recorded (the previous record's)")
             else:
                 cell["status"] = f"not measured: {reason}" if reason else "not measured yet"
             out.append(cell)
@@ -388,13 +408,11 @@ def main(argv=None) -> dict:
     named = set(args.rows) | {c["row"] for c in had}
     rows = [r for r in DEFAULT_ROWS if r in named] + sorted(named - set(DEFAULT_ROWS))
     ipcs = sorted(set(args.ipc) | {c["ipc"] for c in had})
-    summary = collect(args, work, rows, ipcs, previous)
+    summary = collect(args, rows, ipcs, previous)
     features_s = _timing(work, "features")
     result = {"summary": summary, "features_s": features_s, "protocol": {
         "student": "convnet3", "epochs": args.epochs, "seeds": args.seeds,
         "eval_every": args.eval_every, "teacher": args.teacher,
-        # Which teacher: a retrained one with other weights makes new KD cells incomparable.
-        "teacher_weights": teacher_label(args.teacher) if Path(args.teacher).is_file() else None,
         "train": args.train,
         "val": args.val, "select_seed": args.select_seed,
         "note": "condense_s excludes the one-off teacher feature pass (features_s), shared by "

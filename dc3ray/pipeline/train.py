@@ -9,6 +9,7 @@ must be on storage all nodes see (as must `out_dir`, the Ray Train storage path)
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -481,12 +482,25 @@ def _read_seed(path: Path, inputs_key: str) -> dict | None:
     return data["result"] if data.get("inputs_key") == inputs_key else None
 
 
+def _check_finished(result: dict, seed: int, epochs: int, log: Callable[[str], None]) -> dict | None:
+    """A caller-supplied seed result, if it is one of this seed at this epoch budget."""
+    keys = ("seed", "top1_final", "top1_best", "best_epoch", "history", "wall_s")
+    ok = (all(k in result for k in keys) and result["seed"] == seed and result["history"]
+          and result["history"][-1][0] == epochs)
+    if not ok:
+        log(f"[eval] seed {seed}: the finished= result is not this seed's at {epochs} epochs "
+            f"(seed {result.get('seed')}, last epoch "
+            f"{(result.get('history') or [[None]])[-1][0]}); training it")
+    return copy.deepcopy(result) if ok else None
+
+
 def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: str | Path,
                        teacher_ckpt: str | Path | None, out_dir: str | Path,
                        ipc: int | None = None, *, norm: str = "cifar",
                        cpus_per_worker: float | None = None, model_kwargs: dict | None = None,
                        print_every: int = 10, experiment: str = "dc3ray-eval",
                        finished: dict[int, dict] | None = None,
+                       on_seed: Callable[[int, dict], None] | None = None,
                        log: Callable[[str], None] = print) -> dict:
     """Score a condensed set: train cfg.student from scratch, once per seed (range(cfg.seeds)),
     each as one Ray Train run of cfg.workers workers; top-1 on `val_path` every cfg.eval_every
@@ -500,8 +514,10 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
     (per seed: final and best top-1, best epoch, wall time, curve; mean and population std over
     seeds) and logs one MLflow run (MLFLOW_TRACKING_URI, else sqlite:///<out_dir>/mlflow.db).
     `finished` maps seed -> a result of this same evaluation kept elsewhere (the benchmark's
-    committed record, say): those seeds are taken as they are, not trained; the caller vouches
-    that they came from the same inputs. Returns the eval.json dict.
+    committed record, say): the caller vouches for its inputs; one of another seed or epoch
+    budget is refused and the seed trained. `on_seed(seed, result)` is called as each seed is
+    done (trained or reused), so a caller can keep it before the next starts. Returns the
+    eval.json dict.
     """
     _check_v2()
 
@@ -549,15 +565,18 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
                   "model_kwargs": summary["model_kwargs"], "print_every": max(1, print_every)}
         # A finished seed is kept: an interrupted 3-seed evaluation resumes at the next seed.
         seed_file = out_dir / "seeds" / f"seed{seed}.json"
-        done = _read_seed(seed_file, inputs_key)
+        done, where = _read_seed(seed_file, inputs_key), str(seed_file)
         if done is None and finished and seed in finished:
-            done = dict(finished[seed])
-            seed_file.parent.mkdir(exist_ok=True)
-            _write_json(seed_file, {"inputs_key": inputs_key, "result": done})
+            done, where = _check_finished(finished[seed], seed, cfg.epochs, log), "finished="
+            if done is not None:
+                seed_file.parent.mkdir(exist_ok=True)
+                _write_json(seed_file, {"inputs_key": inputs_key, "result": done})
         if done is not None:
             summary["seeds"].append(done)
-            log(f"[eval] seed {seed}: done earlier ({seed_file}): final "
+            log(f"[eval] seed {seed}: done earlier ({where}): final "
                 f"{done['top1_final']:.2f}%, best {done['top1_best']:.2f}%")
+            if on_seed:
+                on_seed(seed, done)
             continue
         # A fresh run name per call: a seed restarts from scratch, it has no checkpoints.
         result, wall = _fit(_student_loop, config, workers=cfg.workers, use_gpu=cfg.use_gpu,
@@ -570,6 +589,8 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
         _write_json(seed_file, {"inputs_key": inputs_key, "result": res})
         log(f"[eval] seed {seed}: final {res['top1_final']:.2f}%, best {res['top1_best']:.2f}% "
             f"@ {res['best_epoch']} ({res['wall_s']:.1f} s)")
+        if on_seed:
+            on_seed(seed, res)
     summary.update(summarize_seeds(summary["seeds"]))
     summary.update({"std": "population (ddof=0) over seeds",
                     "wall_s": round(time.perf_counter() - t_all, 2)})

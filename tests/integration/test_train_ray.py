@@ -95,12 +95,15 @@ def test_evaluate_condensed_trains_students_per_seed_and_logs_to_mlflow(
                                model_kwargs={"width": 16}, log=lines.append)
     assert again["seeds"] == summary["seeds"]
     assert any("seed 0: done earlier" in line for line in lines), lines
-    # Seeds kept elsewhere (the accuracy benchmark's committed store) are taken, not trained.
+    # Seeds kept elsewhere (the accuracy benchmark's committed store) are taken, not trained,
+    # and on_seed hears of every seed as it is done.
     lines.clear()
+    heard: list = []
     kept = evaluate_condensed(cfg, condensed, cifar_val_shards, teacher_path, tmp_path / "kept",
-                              model_kwargs={"width": 16}, finished={0: seed}, log=lines.append)
-    assert kept["seeds"] == summary["seeds"]
-    assert any("seed 0: done earlier" in line for line in lines), lines
+                              model_kwargs={"width": 16}, finished={0: seed}, log=lines.append,
+                              on_seed=lambda s, r: heard.append((s, r)))
+    assert kept["seeds"] == summary["seeds"] and heard == [(0, seed)]
+    assert any("seed 0: done earlier (finished=)" in line for line in lines), lines
     # The saved seed is keyed on everything it depends on except the seed count.
     from dc3ray.pipeline.train import _inputs_key
     key = _inputs_key(summary, condensed, cifar_val_shards, teacher_path)
@@ -112,10 +115,15 @@ def test_evaluate_condensed_trains_students_per_seed_and_logs_to_mlflow(
 
     # eval.workers=0 trains the same student in this process, without Ray Train: the same
     # curve, no worker start-up.
+    # (Handed a finished= result of another epoch budget, it refuses it and trains.)
+    lines.clear()
     local = evaluate_condensed(dataclasses.replace(cfg, workers=0), condensed, cifar_val_shards,
-                               teacher_path, tmp_path / "eval_local", model_kwargs={"width": 16})
+                               teacher_path, tmp_path / "eval_local", model_kwargs={"width": 16},
+                               finished={0: dict(seed, history=[[2, 99.0]])}, log=lines.append,
+                               on_seed=lambda s, r: heard.append((s, r)))
     assert [s["history"] for s in local["seeds"]] == [s["history"] for s in summary["seeds"]]
-    assert local["seeds"][0]["wall_s"] < seed["wall_s"]
+    assert local["seeds"][0]["wall_s"] < seed["wall_s"] and heard[-1] == (0, local["seeds"][0])
+    assert any("not this seed's at 3 epochs" in line for line in lines), lines
 
 
 def test_evaluate_condensed_without_a_teacher_asks_for_one_or_hard_labels(cifar_val_shards,

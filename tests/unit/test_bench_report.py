@@ -3,7 +3,6 @@ turns benchmark records into docs/BENCHMARKS.md: figures always travel with comm
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,19 +17,24 @@ from benchlib import machine  # noqa: E402
 from conftest import save_random_teacher  # noqa: E402
 
 
-def fake_seed(work: Path, cell: str, seed: int, final: float, best: float,
-              epochs: int = 300) -> None:
-    d = work / "eval" / cell / "seeds"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"seed{seed}.json").write_text(json.dumps({"inputs_key": "k", "result": {
-        "seed": seed, "top1_final": final, "top1_best": best, "wall_s": 100.0 + seed,
-        "history": [[epochs // 2, best], [epochs, final]]}}))
+def fake_result(seed: int, final: float, best: float, epochs: int = 300) -> dict:
+    return {"seed": seed, "top1_final": final, "top1_best": best, "best_epoch": epochs,
+            "wall_s": 100.0 + seed, "history": [[epochs // 2, best], [epochs, final]]}
 
 
-def bench_args(tmp_path: Path, val: Path, teacher: Path):
-    return type("A", (), {"seeds": 3, "epochs": 300, "eval_every": 25, "diffusion_model": None,
-                          "val": str(val), "teacher": str(teacher),
-                          "out_dir": str(tmp_path / "results")})()
+def bench_args(tmp_path: Path, val: Path, teacher: Path, **kw):
+    fields = {"seeds": 3, "epochs": 300, "eval_every": 25, "diffusion_model": None,
+              "val": str(val), "teacher": str(teacher), "out_dir": str(tmp_path / "results")}
+    return type("A", (), {**fields, **kw})()
+
+
+def fake_evaluate(calls: list):
+    """Stands in for evaluate_condensed: 'trains' every seed not handed in as finished."""
+    def evaluate(cfg, condensed, val, teacher, out, ipc, finished, on_seed):
+        calls.append(sorted(finished))
+        for seed in range(cfg.seeds):
+            on_seed(seed, finished.get(seed) or fake_result(seed, 50.0 + 2 * seed, 51.0 + 2 * seed))
+    return evaluate
 
 
 def test_rows_parse_and_unknown_rows_are_refused_by_name():
@@ -40,38 +44,63 @@ def test_rows_parse_and_unknown_rows_are_refused_by_name():
         acc.parse_row("dc4")
 
 
-def test_collect_reports_measured_partial_and_unmeasured_cells(tmp_path, cifar_small_shards,
-                                                              cifar_val_shards):
-    work = tmp_path / "acc"
-    for name in ("random_ipc10", "random_ipc50"):  # the sets the seeds were trained on
-        (work / "sets").mkdir(parents=True, exist_ok=True)
-        (work / "sets" / name).symlink_to(cifar_small_shards)
-    for s, (f, b) in enumerate([(50.0, 51.0), (52.0, 52.0), (54.0, 56.0)]):
-        fake_seed(work, "random_ipc10", s, f, b)
-    fake_seed(work, "random_ipc50", 0, 60.0, 61.0)
-    fake_seed(work, "random_ipc50", 1, 10.0, 10.0, epochs=30)  # another budget: not counted
-    acc._record_timing(work, "random_ipc10", 2.5)
+def test_seeds_go_to_the_store_as_they_finish_and_a_lost_work_dir_reuses_them(
+        tmp_path, monkeypatch, cifar_small_shards, cifar_val_shards):
+    import dc3ray.pipeline.train as train
+    calls: list = []
+    monkeypatch.setattr(train, "evaluate_condensed", fake_evaluate(calls))
     ns = bench_args(tmp_path, cifar_val_shards, save_random_teacher(tmp_path / "teacher.pt"))
-    cells = acc.collect(ns, work, ["random", "dc3_diffusion"], [10, 50])
-    by = {(c["row"], c["ipc"]): c for c in cells}
-    full = by[("random", 10)]
-    assert full["status"] == "measured" and full["seeds"] == 3
-    assert full["final_mean"] == 52.0 and full["final_top1"] == "52.00 +- 1.63"
-    assert full["best_mean"] == pytest.approx(53.0) and full["condense_s"] == 2.5
-    assert full["eval_s_per_seed"] == 101.0 and full["final_per_seed"] == [50.0, 52.0, 54.0]
-    assert by[("random", 50)]["status"] == "partial: 1/3 seeds"
-    assert by[("random", 50)]["condense_s"] is None  # no timing was recorded for that set
-    assert by[("dc3_diffusion", 10)]["status"].startswith("not measured: no InstructPix2Pix")
-    assert "final_mean" not in by[("dc3_diffusion", 10)]
 
-    # The finished seeds went to the committed store: the table survives losing the work dir.
+    def run(work: Path) -> None:  # the set exists, so run_cell goes straight to evaluation
+        (work / "sets").mkdir(parents=True)
+        (work / "sets" / "random_ipc10").symlink_to(cifar_small_shards)
+        acc._record_timing(work, "random_ipc10", 2.5)
+        acc.run_cell(ns, work, "random", 10)
+
+    run(tmp_path / "acc")
     [group] = (tmp_path / "results" / acc.STORE / "random_ipc10").iterdir()
     assert group.name == acc.inputs_digest(ns, cifar_small_shards, hard=False, ipc=10)
-    assert sorted(f.name for f in group.iterdir()) == ["seed0.json", "seed1.json", "seed2.json"]
-    assert full["cpu"] == machine()["cpu"]
-    assert full["teacher"] == acc.teacher_label(ns.teacher) and "(val top-1 None%)" in full["teacher"]
-    shutil.rmtree(work)
-    assert acc.collect(ns, work, ["random", "dc3_diffusion"], [10, 50]) == cells
+    entry = json.loads((group / "seed2.json").read_text())
+    assert entry["result"]["top1_final"] == 54.0 and entry["cpu"] == machine()["cpu"]
+    assert entry["teacher"] == acc.teacher_label(ns.teacher) and entry["condense_s"] == 2.5
+    run(tmp_path / "fresh")  # the work dir is gone: nothing is retrained
+    assert calls == [[], [0, 1, 2]]
+
+    [cell] = acc.collect(ns, ["random"], [10])
+    assert cell["status"] == "measured" and cell["seeds"] == 3
+    assert cell["final_mean"] == 52.0 and cell["final_top1"] == "52.00 +- 1.63"
+    assert cell["best_mean"] == pytest.approx(53.0) and cell["condense_s"] == 2.5
+    assert cell["eval_s_per_seed"] == 101.0 and cell["final_per_seed"] == [50.0, 52.0, 54.0]
+    assert cell["cpu"] == machine()["cpu"] and cell["teacher"] == entry["teacher"]
+
+
+def store_seed(tmp_path: Path, cell: str, group: str, seed: int, result: dict, ns,
+               hard: bool = False, date: str = "2026-11-29 12:00 UTC") -> None:
+    d = tmp_path / "results" / acc.STORE / cell / group
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"seed{seed}.json").write_text(json.dumps({
+        "inputs": group, "parts": {"eval": acc._eval_key(ns, hard)}, "cpu": "X", "date": date,
+        "teacher": None, "condense_s": None, "result": result}))
+
+
+def test_collect_counts_only_seeds_of_this_protocol_and_reports_the_fullest_inputs(tmp_path):
+    ns = bench_args(tmp_path, tmp_path, tmp_path)
+    store_seed(tmp_path, "random_ipc50", "a", 0, fake_result(0, 60.0, 61.0), ns)
+    store_seed(tmp_path, "random_ipc50", "a", 1, fake_result(1, 10.0, 10.0, epochs=30), ns)
+    store_seed(tmp_path, "random_ipc50", "a", 3, fake_result(3, 10.0, 10.0), ns)  # seed >= --seeds
+    other = bench_args(tmp_path, tmp_path, tmp_path, eval_every=10)
+    store_seed(tmp_path, "random_ipc50", "b", 1, fake_result(1, 10.0, 10.0), other)
+    (tmp_path / "results" / acc.STORE / "random_ipc50" / "a" / "seed2.json").write_text("{cut")
+    cells = acc.collect(ns, ["random", "dc3_diffusion"], [50])
+    by = {c["row"]: c for c in cells}
+    assert by["random"]["status"] == "partial: 1/3 seeds" and by["random"]["final_mean"] == 60.0
+    assert by["dc3_diffusion"]["status"].startswith("not measured: no InstructPix2Pix")
+    assert "final_mean" not in by["dc3_diffusion"]
+    # Two usable seeds under other inputs (another teacher, say) outnumber a's one: reported.
+    for seed in (0, 1):
+        store_seed(tmp_path, "random_ipc50", "c", seed, fake_result(seed, 40.0, 41.0), ns)
+    [cell] = acc.collect(ns, ["random"], [50])
+    assert cell["final_mean"] == 40.0 and cell["seeds"] == 2
 
 
 def test_stored_seeds_are_keyed_on_set_val_teacher_weights_and_eval_config(
@@ -81,7 +110,7 @@ def test_stored_seeds_are_keyed_on_set_val_teacher_weights_and_eval_config(
     teacher = save_random_teacher(tmp_path / "teacher.pt")
     ns = bench_args(tmp_path, cifar_val_shards, teacher)
     key = acc.inputs_digest(ns, cifar_small_shards, hard=False, ipc=10)
-    # The same weights saved again (a retrained teacher, a copied file) give the same key.
+    # The same weights saved again (a copied or re-saved file) give the same key.
     model, meta = load_model_checkpoint(teacher)
     again = save_checkpoint(tmp_path / "again.pt", model, meta["arch"], 10, 32,
                             extra={"wall_s": 1.0})
@@ -95,42 +124,27 @@ def test_stored_seeds_are_keyed_on_set_val_teacher_weights_and_eval_config(
     assert acc.inputs_digest(ns, cifar_val_shards, False, 10) != key  # another set
     assert acc.inputs_digest(ns, cifar_small_shards, False, 50) != key
     assert acc.inputs_digest(ns, cifar_small_shards, True, 10) != key  # hard labels: no teacher
-    ns.epochs = 30
-    assert acc.inputs_digest(ns, cifar_small_shards, False, 10) != key
-    ns.epochs = 300
-
-    # Seeds of other inputs (another machine's teacher, say) stay stored; a cell reports the
-    # inputs with the most seeds.
-    work = tmp_path / "acc"
-    (work / "sets").mkdir(parents=True)
-    (work / "sets" / "random_ipc10").symlink_to(cifar_small_shards)
-    other = tmp_path / "results" / acc.STORE / "random_ipc10" / "other"
-    other.mkdir(parents=True)
-    for seed in (0, 1):
-        other.joinpath(f"seed{seed}.json").write_text(json.dumps({"inputs": "other", "result": {
-            "seed": seed, "top1_final": 40.0, "top1_best": 41.0, "wall_s": 1.0,
-            "history": [[300, 40.0]]}}))
-    fake_seed(work, "random_ipc10", 0, 50.0, 51.0)
-    assert acc.export_seeds(ns, work, "random", 10) == 1
-    assert acc.export_seeds(ns, work, "random", 10) == 0  # already stored
-    assert set(acc._stored_seeds(ns, "random_ipc10", key)) == {0}
-    [cell] = acc.collect(ns, work, ["random"], [10])
-    assert cell["final_mean"] == 40.0 and cell["seeds"] == 2
-    for seed in (1, 2):
-        fake_seed(work, "random_ipc10", seed, 50.0, 51.0)
-    [cell] = acc.collect(ns, work, ["random"], [10])
-    assert cell["final_mean"] == 50.0 and cell["status"] == "measured"
+    assert acc.inputs_digest(bench_args(tmp_path, cifar_val_shards, teacher, epochs=30),
+                             cifar_small_shards, False, 10) != key
+    assert acc.inputs_digest(bench_args(tmp_path, cifar_val_shards, teacher, seeds=5),
+                             cifar_small_shards, False, 10) == key  # more seeds: same inputs
 
 
 def test_cells_of_the_previous_record_without_seed_files_are_carried_with_its_date(tmp_path):
-    previous = {"date": "2026-11-29 10:11 UTC", "machine": {"cpu": "AMD EPYC"}, "result": {"summary": [
-        {"row": "herding", "ipc": 10, "labels": "KD", "final_mean": 51.71, "status": "measured"},
-        {"row": "kcenter", "ipc": 10, "labels": "KD", "status": "not measured yet"}]}}
+    previous = {"date": "2026-11-29 10:11 UTC", "machine": {"cpu": "AMD EPYC"}, "result": {
+        "protocol": {"epochs": 300, "seeds": 3, "eval_every": 25}, "summary": [
+            {"row": "herding", "ipc": 10, "labels": "KD", "final_mean": 51.71, "status": "measured"},
+            {"row": "random/hard", "ipc": 10, "labels": "hard", "final_mean": 30.95},
+            {"row": "kcenter", "ipc": 10, "labels": "KD", "status": "not measured yet"}]}}
     ns = bench_args(tmp_path, tmp_path, tmp_path)
-    cells = acc.collect(ns, tmp_path / "acc", ["herding", "kcenter"], [10], previous)
-    assert cells[0] == dict(previous["result"]["summary"][0],
-                            from_record="2026-11-29 10:11 UTC, AMD EPYC")
-    assert cells[1]["status"] == "not measured yet" and "from_record" not in cells[1]
+    cells = acc.collect(ns, ["herding", "random/hard", "kcenter"], [10], previous)
+    assert cells[0] == dict(previous["result"]["summary"][0], teacher="not recorded (the "
+                            "previous record's)", from_record="2026-11-29 10:11 UTC, AMD EPYC")
+    assert "teacher" not in cells[1] and cells[1]["final_mean"] == 30.95  # no teacher involved
+    assert cells[2]["status"] == "not measured yet" and "from_record" not in cells[2]
+    # A record made under another protocol is not carried into this one.
+    longer = bench_args(tmp_path, tmp_path, tmp_path, epochs=1000)
+    assert all("final_mean" not in c for c in acc.collect(longer, ["herding"], [10], previous))
 
 
 def test_render_writes_every_record_with_its_command_machine_and_plots(tmp_path):
