@@ -17,8 +17,8 @@ finished seeds (work/eval/<row>_ipc<k>/seeds/). A later call with other --rows/-
 the same table. The record (results/accuracy_cifar10.json) lists every requested cell, measured
 or not, so a missing cell is visible, never silently absent.
 
-Finished seeds are also copied to results/accuracy_cifar10_seeds/<cell>/<digest>/ (committed,
-a few KB), the digest covering what a seed depends on: the condensed set's and val's images and
+Each seed is also written, as it finishes, to results/accuracy_cifar10_seeds/<cell>/<digest>/
+(committed, a few KB), the digest covering what a seed depends on: the condensed set's and val's images and
 labels, the teacher's weights and the evaluation config. A work dir lost with its machine then
 costs the re-run of its inputs (ingest, teacher, sets), not the hours of finished seeds: a seed
 whose digest matches is reused, not retrained. The inputs are reproducible bit for bit only on
@@ -272,8 +272,8 @@ def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict):
 
     def keep(seed: int, result: dict) -> None:
         dst = folder / f"seed{seed}.json"
-        if dst.is_file():
-            return  # kept when it was trained; a reuse changes nothing
+        if seed in _read_entries(folder):
+            return  # stored when it was first done; a reuse changes nothing
         folder.mkdir(parents=True, exist_ok=True)
         _write_atomic(dst, {
             "inputs": folder.name, "parts": parts, "condense_s": _condense_s(work, base, ipc),
@@ -295,6 +295,7 @@ def _condense_s(work: Path, base: str, ipc: int) -> float | None:
 
 
 def run_cell(args, work: Path, row: str, ipc: int) -> None:
+    from dc3ray.core.fingerprint import json_digest
     from dc3ray.pipeline.train import evaluate_condensed
     base, hard = parse_row(row)
     if _not_measured(base, args):
@@ -305,7 +306,6 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
         condensed = _compensated(args, work, condensed, comp)
     cell = cell_name(row, ipc)
     parts = inputs_parts(args, condensed, hard, ipc)
-    from dc3ray.core.fingerprint import json_digest
     stored = {s: e["result"] for s, e in _stored_seeds(args, cell, hard, json_digest(parts)).items()}
     if stored:
         print(f"[acc] {cell}: seeds {sorted(stored)} reused from {_store(args) / cell}", flush=True)
@@ -412,8 +412,7 @@ def main(argv=None) -> dict:
     features_s = _timing(work, "features")
     result = {"summary": summary, "features_s": features_s, "protocol": {
         "student": "convnet3", "epochs": args.epochs, "seeds": args.seeds,
-        "eval_every": args.eval_every, "teacher": args.teacher,
-        "train": args.train,
+        "eval_every": args.eval_every, "teacher": args.teacher, "train": args.train,
         "val": args.val, "select_seed": args.select_seed,
         "note": "condense_s excludes the one-off teacher feature pass (features_s), shared by "
                 "every model-based row"}}
