@@ -128,6 +128,8 @@ def _selection(args, work: Path, method: str, ipc: int) -> Path:
     from dc3ray.config import SelectConfig
     from dc3ray.pipeline.select import key_label_table, materialise_subset, select_per_class
     name = f"{method}_ipc{ipc}"
+    if method not in MODEL_FREE and not (work / "sets" / name).is_dir():
+        _features(args, work)  # before the set's clock starts: features_s is its own figure
 
     def build(out: Path) -> None:
         if method in MODEL_FREE:
