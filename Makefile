@@ -32,7 +32,7 @@ demo: $(STAMP)
 # Full-size benchmarks (not part of `make test`): each writes benchmarks/results/<name>.json,
 # render.py turns them into docs/BENCHMARKS.md. Minutes each on 2 cores; see the scripts.
 # The accuracy table's teacher, committed: retraining it on another CPU type gives other weights.
-TEACHER ?= benchmarks/results/teacher_c3.pt
+TEACHER ?= benchmarks/teacher_c3/teacher.pt
 
 bench-embed: $(STAMP)
 	$(PY) benchmarks/bench_embed.py --data $(RUNS)/cifar10/train --compute-features $(if $(wildcard $(TEACHER)),--teacher $(TEACHER),)

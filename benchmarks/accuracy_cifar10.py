@@ -37,7 +37,7 @@ CPU cost on the 2-core sandbox with nothing else running: a ConvNet-3 seed at 30
 the full table (8 rows x 3 IPCs x 3 seeds + hard labels) is about a day of CPU; on a GPU it is
 an afternoon. Run it row by row.
 
-The teacher is committed (results/teacher_c3.pt, 1.3 MB; results/teacher_c3.json is its run
+The teacher is committed (teacher_c3/teacher.pt, 1.3 MB; teacher_c3/teacher.json is its run
 record): `dc3ray teacher runs/cifar10/train --val runs/cifar10/val --out runs/bench/teacher_c3
 --epochs 6` on 2026-11-29 (Intel Xeon, 2 cores, torch 2.14.1), val top-1 78.26%. The same
 command on an AMD EPYC the day before gave 78.56% and other weights: the IPC 1 / 10 cells and the
@@ -70,6 +70,7 @@ DEFAULT_ROWS = list(ROWS) + ["random/hard", "dc3_select/hard", "dc3_classical/ha
 MODEL_FREE = ("random",)
 RECORD = "accuracy_cifar10"
 STORE = RECORD + "_seeds"
+TEACHER = Path(__file__).resolve().parent / "teacher_c3" / "teacher.pt"
 
 
 def parse_row(row: str) -> tuple[str, bool]:
@@ -375,9 +376,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", default="runs/cifar10/train", help="ingested train shards")
     p.add_argument("--val", default="runs/cifar10/val", help="ingested val shards (scoring)")
-    p.add_argument("--teacher", default=str(RESULTS / "teacher_c3.pt"),
+    p.add_argument("--teacher", default=str(TEACHER),
                    help="ConvNet-3 teacher from `dc3ray teacher` (KD and selection features); "
-                        "default: the committed one (see results/teacher_c3.json)")
+                        "default: the committed benchmarks/teacher_c3/teacher.pt")
     p.add_argument("--work", default="runs/bench/acc", help="sets, features, evaluations (resumable)")
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, help=f"default: {DEFAULT_ROWS}")
     p.add_argument("--ipc", nargs="+", type=int, default=[1, 10, 50])

@@ -173,9 +173,9 @@ def test_render_writes_every_record_with_its_command_machine_and_plots(tmp_path)
 
 def test_the_committed_teacher_loads_and_matches_its_run_record():
     from dc3ray.core.models import load_model_checkpoint
-    model, meta = load_model_checkpoint(BENCH / "results" / "teacher_c3.pt")
-    record = json.loads((BENCH / "results" / "teacher_c3.json").read_text())
+    model, meta = load_model_checkpoint(acc.TEACHER)
+    record = json.loads(acc.TEACHER.with_name("teacher.json").read_text())
     assert (meta["arch"], meta["num_classes"], meta["image_size"]) == ("convnet3", 10, 32)
     assert meta["extra"]["val_top1"] == record["val_top1"] and record["complete"]
-    assert acc.teacher_label(BENCH / "results" / "teacher_c3.pt").endswith(
+    assert acc.TEACHER.parent == BENCH / "teacher_c3" and acc.teacher_label(acc.TEACHER).endswith(
         f"(val top-1 {record['val_top1']}%)")
