@@ -357,7 +357,8 @@ def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None
                     "eval_s_per_seed": round(float(np.mean([s["wall_s"] for s in seeds])), 1),
                     "final_per_seed": [round(float(f), 2) for f in fin],
                     "cpu": ", ".join(sorted({e.get("cpu", "unknown") for e in stored.values()})),
-                    "teacher": ", ".join(sorted({str(e.get("teacher")) for e in stored.values()})),
+                    "teacher": ", ".join(sorted({e["teacher"] for e in stored.values()
+                                                 if e.get("teacher")})) or None,
                     "status": "measured" if len(seeds) >= args.seeds
                     else f"partial: {len(seeds)}/{args.seeds} seeds"})
             elif old and "final_mean" in old:

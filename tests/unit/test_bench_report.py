@@ -94,6 +94,7 @@ def test_collect_counts_only_seeds_of_this_protocol_and_reports_the_fullest_inpu
     cells = acc.collect(ns, ["random", "dc3_diffusion"], [50])
     by = {c["row"]: c for c in cells}
     assert by["random"]["status"] == "partial: 1/3 seeds" and by["random"]["final_mean"] == 60.0
+    assert by["random"]["teacher"] is None and by["random"]["cpu"] == "X"
     assert by["dc3_diffusion"]["status"].startswith("not measured: no InstructPix2Pix")
     assert "final_mean" not in by["dc3_diffusion"]
     # Two usable seeds under other inputs (another teacher, say) outnumber a's one: reported.
