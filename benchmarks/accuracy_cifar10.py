@@ -32,10 +32,11 @@ previous record with that record's date and machine ("from_record") until measur
       --work runs/bench/acc --rows random --ipc 10 50
   python benchmarks/accuracy_cifar10.py --work runs/bench/acc --report-only   # re-collect
 
-CPU cost on the 2-core sandbox with nothing else running: a ConvNet-3 seed at 300 epochs is
-~3.5 min at IPC 1, ~8.5 min at IPC 10 and ~29 min at IPC 50 (measured, docs/BENCHMARKS.md), so
-the full table (8 rows x 3 IPCs x 3 seeds + hard labels) is about a day of CPU; on a GPU it is
-an afternoon. Run it row by row.
+CPU cost on the 2-core AMD EPYC sandbox with nothing else running: a ConvNet-3 seed at 300
+epochs is ~3.5 min at IPC 1, ~8.5 min at IPC 10 and ~29 min at IPC 50 (measured,
+docs/BENCHMARKS.md); a 2-core Intel Xeon with AVX-512 took 12-15 min at IPC 50. The full table
+(8 rows x 3 IPCs x 3 seeds + hard labels) is most of a day of CPU; on a GPU it is an afternoon.
+Run it row by row.
 
 The teacher is committed (teacher_c3/teacher.pt, 1.3 MB; teacher_c3/teacher.json is its run
 record): `dc3ray teacher runs/cifar10/train --val runs/cifar10/val --out runs/bench/teacher_c3
