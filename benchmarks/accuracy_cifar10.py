@@ -18,8 +18,8 @@ the same table. The record (results/accuracy_cifar10.json) lists every requested
 or not, so a missing cell is visible, never silently absent.
 
 Each seed is also written, as it finishes, to results/accuracy_cifar10_seeds/<cell>/<digest>/
-(committed, a few KB), the digest covering what a seed depends on: the condensed set's and val's images and
-labels, the teacher's weights and the evaluation config. A work dir lost with its machine then
+(committed, a few KB), the digest covering what a seed depends on: the condensed set's and
+val's images and labels, the teacher's weights and the evaluation config. A work dir lost with its machine then
 costs the re-run of its inputs (ingest, teacher, sets), not the hours of finished seeds: a seed
 whose digest matches is reused, not retrained. The inputs are reproducible bit for bit only on
 the same CPU type and libraries (a teacher retrained on another CPU has other weights, so its
@@ -48,13 +48,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import RESULTS, load, save  # noqa: E402
+from benchlib import RESULTS, load, machine, save, utc_now, write_json_atomic  # noqa: E402
 
 ROWS = {  # row -> (selection method, compensator or None)
     "random": ("random", None),
@@ -185,11 +184,12 @@ def _table_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _weights_digest(ckpt: str | Path) -> str:
-    """Digest of a checkpoint's architecture and weights (not its file: that also holds timings)."""
+def _weights_digest(ckpt: str | Path, loaded: tuple | None = None) -> str:
+    """Digest of a checkpoint's architecture and weights (not its file: that also holds timings).
+    `loaded` is load_model_checkpoint(ckpt) when the caller has it already."""
     import hashlib
     from dc3ray.core.models import load_model_checkpoint
-    model, meta = load_model_checkpoint(ckpt)
+    model, meta = loaded or load_model_checkpoint(ckpt)
     h = hashlib.sha256(f"{meta['arch']} {meta['num_classes']} {meta['image_size']}".encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -200,8 +200,9 @@ def _weights_digest(ckpt: str | Path) -> str:
 def teacher_label(ckpt: str | Path) -> str:
     """'<weights digest> (val top-1 NN.NN%)': names the teacher behind a KD cell."""
     from dc3ray.core.models import load_model_checkpoint
-    top1 = load_model_checkpoint(ckpt)[1].get("extra", {}).get("val_top1")
-    return f"{_weights_digest(ckpt)} (val top-1 {top1}%)"
+    loaded = load_model_checkpoint(ckpt)
+    top1 = loaded[1].get("extra", {}).get("val_top1")
+    return f"{_weights_digest(ckpt, loaded)} (val top-1 {top1}%)"
 
 
 def inputs_parts(args, condensed: Path, hard: bool, ipc: int) -> dict:
@@ -257,17 +258,9 @@ def _at_budget(result: dict, epochs: int) -> bool:
     return bool(result.get("history")) and result["history"][-1][0] == epochs
 
 
-def _write_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict):
     """evaluate_condensed's on_seed: each seed goes to the store as soon as it is done, named
     with the CPU it ran on, the date and the teacher (DC3 rows select with its features)."""
-    import datetime as dt
-    from benchlib import machine
     from dc3ray.core.fingerprint import json_digest
     base, hard = parse_row(row)
     folder = _store(args) / cell_name(row, ipc) / json_digest(parts)
@@ -279,10 +272,10 @@ def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict):
         if seed in _read_entries(folder):
             return  # stored when it was first done; a reuse changes nothing
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(dst, {
+        write_json_atomic(dst, {
             "inputs": folder.name, "parts": parts, "condense_s": _condense_s(work, base, ipc),
-            "cpu": machine()["cpu"], "teacher": teacher, "result": result,
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
+            "cpu": machine()["cpu"], "teacher": teacher, "result": result, "date": utc_now()},
+            indent=1, sort_keys=True)
     return keep
 
 

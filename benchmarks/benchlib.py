@@ -81,12 +81,21 @@ def save(name: str, result: dict, argv: list[str] | None = None, *, load_before:
     """Write results/<name>.json (atomically) and return its path."""
     out = Path(out_dir) if out_dir else RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    record = {"name": name, "command": command(argv), "machine": machine(),
-              "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    record = {"name": name, "command": command(argv), "machine": machine(), "date": utc_now(),
               "load_before": load_before, "load_after": load(), "result": result}
     path = out / f"{name}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, record)
     print(f"wrote {path}")
     return path
+
+
+def utc_now() -> str:
+    """The date format of every record: minutes, UTC."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_json_atomic(path: Path, data: dict, indent: int = 2, sort_keys: bool = False) -> None:
+    """Write JSON through a temp file and a rename: an interrupted write leaves no half file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
+    os.replace(tmp, path)
