@@ -89,7 +89,7 @@ def _record_timing(work: Path, name: str, seconds: float) -> None:
     f = _timing_file(work)
     data = json.loads(f.read_text()) if f.is_file() else {}
     data[name] = round(seconds, 2)
-    f.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(f, data, indent=2, sort_keys=True)  # an interrupt keeps the old timings
 
 
 def _timing(work: Path, name: str) -> float | None:
@@ -128,7 +128,7 @@ def _once(work: Path, name: str, build) -> Path:
 def _selection(args, work: Path, method: str, ipc: int) -> Path:
     from dc3ray.config import SelectConfig
     from dc3ray.pipeline.select import key_label_table, materialise_subset, select_per_class
-    name = f"{method}_ipc{ipc}"
+    name = _set_name(method, ipc)
     if method not in MODEL_FREE and not (work / "sets" / name).is_dir():
         _features(args, work)  # before the set's clock starts: features_s is its own figure
 
@@ -150,7 +150,7 @@ def _compensated(args, work: Path, source: Path, compensator: str) -> Path:
     from dc3ray.pipeline.compensate import compensate_dataset
     kw = {"model_path": args.diffusion_model} if compensator != "classical" else {}
     cfg = CompensateConfig(compensator=compensator, seed=args.comp_seed, **kw)
-    return _once(work, f"{source.name}+{compensator}",
+    return _once(work, _set_name(source.name, None, compensator),
                  lambda out: compensate_dataset(source, cfg, out))
 
 
@@ -279,15 +279,17 @@ def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict):
     return keep
 
 
-def _set_path(work: Path, base: str, ipc: int) -> Path:
-    method, comp = ROWS[base]
-    return work / "sets" / (f"{method}_ipc{ipc}" + (f"+{comp}" if comp else ""))
+def _set_name(method: str, ipc: int | None, comp: str | None = None) -> str:
+    """work/sets/ name: '<method>_ipc<k>' for a selection (ipc None: `method` is that name
+    already), '+<compensator>' for its compensated copy. Timings are kept under the same names."""
+    sel = method if ipc is None else f"{method}_ipc{ipc}"
+    return sel + (f"+{comp}" if comp else "")
 
 
 def _condense_s(work: Path, base: str, ipc: int) -> float | None:
     method, comp = ROWS[base]
-    cond = [_timing(work, f"{method}_ipc{ipc}"),
-            _timing(work, _set_path(work, base, ipc).name) if comp else 0.0]
+    cond = [_timing(work, _set_name(method, ipc)),
+            _timing(work, _set_name(method, ipc, comp)) if comp else 0.0]
     return round(sum(cond), 1) if None not in cond else None
 
 

@@ -334,7 +334,7 @@ def evaluate_trial(config: dict, *, base: dict, sets: dict, cpu_budget: float, t
     """
     from ray import tune
 
-    from .train import evaluate_condensed
+    from .train import evaluate_condensed, even_cpu_share
 
     data = base
     for k, v in config.items():
@@ -349,7 +349,7 @@ def evaluate_trial(config: dict, *, base: dict, sets: dict, cpu_budget: float, t
     trial_dir = Path(trials_dir) / tune.get_context().get_trial_id()
     summary = _finished_eval(trial_dir, cfg, info)
     if summary is None:
-        cpus = float(max(1, min(8, int(cpu_budget // cfg.eval.workers)))) if cfg.eval.workers \
+        cpus = even_cpu_share(cpu_budget, cfg.eval.workers) if cfg.eval.workers \
             else None  # eval.workers=0: the students train in this trial, on its CPUs
         summary = evaluate_condensed(cfg.eval, info["condensed"], info["val"], info["teacher"],
                                      trial_dir, ipc=info["ipc"], cpus_per_worker=cpus,

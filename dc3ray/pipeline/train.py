@@ -145,7 +145,13 @@ def _auto_cpus_per_worker(cpus_per_worker: float | None, workers: int) -> float:
     # A worker cannot span nodes: never ask for more CPUs than the largest node has.
     per_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]),
                    default=1) if ray.is_initialized() else 1
-    return float(max(1, min(8, int(total // max(workers, 1)), int(per_node))))
+    return min(even_cpu_share(total, workers), float(max(1, int(per_node))))
+
+
+def even_cpu_share(total: float, workers: int) -> float:
+    """`total` CPUs split evenly over `workers` Ray Train workers: whole CPUs, at least 1, at
+    most 8 (past 8 threads a small CNN's step gets no faster, and the CPUs serve others)."""
+    return float(max(1, min(8, int(total // max(workers, 1)))))
 
 
 def _warn_if_unschedulable(workers: int, cpus_per_worker: float, use_gpu: bool, where: str,
@@ -565,30 +571,24 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
                   "model_kwargs": summary["model_kwargs"], "print_every": max(1, print_every)}
         # A finished seed is kept: an interrupted 3-seed evaluation resumes at the next seed.
         seed_file = out_dir / "seeds" / f"seed{seed}.json"
-        done, where = _read_seed(seed_file, inputs_key), str(seed_file)
-        if done is None and finished and seed in finished:
-            done, where = _check_finished(finished[seed], seed, cfg.epochs, log), "finished="
-            if done is not None:
-                seed_file.parent.mkdir(exist_ok=True)
-                _write_json(seed_file, {"inputs_key": inputs_key, "result": done})
-        if done is not None:
-            summary["seeds"].append(done)
+        res, where = _read_seed(seed_file, inputs_key), str(seed_file)
+        if res is None and finished and seed in finished:
+            res, where = _check_finished(finished[seed], seed, cfg.epochs, log), "finished="
+        if res is not None:
             log(f"[eval] seed {seed}: done earlier ({where}): final "
-                f"{done['top1_final']:.2f}%, best {done['top1_best']:.2f}%")
-            if on_seed:
-                on_seed(seed, done)
-            continue
-        # A fresh run name per call: a seed restarts from scratch, it has no checkpoints.
-        result, wall = _fit(_student_loop, config, workers=cfg.workers, use_gpu=cfg.use_gpu,
-                            cpus_per_worker=cpus_per_worker,
-                            name=f"eval_seed{seed}_{uuid.uuid4().hex[:8]}", storage=out_dir / "ray")
-        res = dict(result.return_value)
-        res["wall_s"] = round(wall, 2)
+                f"{res['top1_final']:.2f}%, best {res['top1_best']:.2f}%")
+        else:
+            # A fresh run name per call: a seed restarts from scratch, it has no checkpoints.
+            result, wall = _fit(_student_loop, config, workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                cpus_per_worker=cpus_per_worker, storage=out_dir / "ray",
+                                name=f"eval_seed{seed}_{uuid.uuid4().hex[:8]}")
+            res, where = {**result.return_value, "wall_s": round(wall, 2)}, None
+            log(f"[eval] seed {seed}: final {res['top1_final']:.2f}%, best "
+                f"{res['top1_best']:.2f}% @ {res['best_epoch']} ({res['wall_s']:.1f} s)")
+        if where != str(seed_file):  # trained now or taken from finished=: keep it here too
+            seed_file.parent.mkdir(exist_ok=True)
+            _write_json(seed_file, {"inputs_key": inputs_key, "result": res})
         summary["seeds"].append(res)
-        seed_file.parent.mkdir(exist_ok=True)
-        _write_json(seed_file, {"inputs_key": inputs_key, "result": res})
-        log(f"[eval] seed {seed}: final {res['top1_final']:.2f}%, best {res['top1_best']:.2f}% "
-            f"@ {res['best_epoch']} ({res['wall_s']:.1f} s)")
         if on_seed:
             on_seed(seed, res)
     summary.update(summarize_seeds(summary["seeds"]))

@@ -238,3 +238,12 @@ def test_kd_epochs_are_reproducible_from_the_seeds():
         return student.state_dict()
     a, b = run(), run()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_even_cpu_share_gives_whole_cpus_between_one_and_eight():
+    from dc3ray.pipeline.train import even_cpu_share
+    assert even_cpu_share(16, 4) == 4.0
+    assert even_cpu_share(7, 2) == 3.0  # whole CPUs: a thread count
+    assert even_cpu_share(2, 4) == 1.0  # never 0, even when oversubscribed
+    assert even_cpu_share(64, 1) == 8.0
+    assert even_cpu_share(4, 0) == 4.0  # 0 workers: no division by zero
