@@ -411,7 +411,13 @@ def main(argv=None) -> dict:
     ipcs = sorted(set(args.ipc) | {c["ipc"] for c in had})
     summary = collect(args, rows, ipcs, previous)
     features_s = _timing(work, "features")
-    result = {"summary": summary, "features_s": features_s, "protocol": {
+    # One record accumulates many invocations, but it has room for one command: say so, and
+    # how each cell is reproduced.
+    notes = ["The command above is the latest invocation only. A cell with a `cpu` was made by "
+             "the same command with `--rows <row> --ipc <ipc>` (its seeds, with CPU, date and "
+             "teacher, are in results/accuracy_cifar10_seeds/<cell>/); a cell with "
+             "`from_record` was carried from an earlier record (its command is in the notes)."]
+    result = {"summary": summary, "features_s": features_s, "notes": notes, "protocol": {
         "student": "convnet3", "epochs": args.epochs, "seeds": args.seeds,
         "eval_every": args.eval_every, "teacher": args.teacher, "train": args.train,
         "val": args.val, "select_seed": args.select_seed,
