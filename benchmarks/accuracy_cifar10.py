@@ -43,7 +43,8 @@ The teacher is committed (teacher_c3/teacher.pt, 1.3 MB; teacher_c3/teacher.json
 record): `dc3ray teacher runs/cifar10/train --val runs/cifar10/val --out runs/bench/teacher_c3
 --epochs 6` on 2026-11-29 (Intel Xeon, 2 cores, torch 2.14.1), val top-1 78.26%. The same
 command on an AMD EPYC the day before gave 78.56% and other weights: the IPC 1 / 10 cells and the
-first three IPC 50 cells of the record were made with that teacher, which is lost.
+dc3_classical IPC 50 KD cell of the record were made with that teacher, which is lost (random and
+dc3_select at IPC 50 were measured again with the committed one).
 """
 from __future__ import annotations
 
