@@ -21,9 +21,10 @@ Each seed is also written, as it finishes, to results/accuracy_cifar10_seeds/<ce
 (committed, a few KB), the digest covering what a seed depends on: the condensed set's and
 val's images and labels, the teacher's weights and the evaluation config. A work dir lost with
 its machine then costs the re-run of its inputs (ingest, teacher, sets), not the hours of
-finished seeds: a seed whose digest matches is reused, not retrained. The inputs are reproducible bit for bit only on
-the same CPU type and libraries (a teacher retrained on another CPU has other weights, so its
-KD and DC3 cells get a new digest and start again); random-set hard-label cells carry across.
+finished seeds: a seed whose digest matches is reused, not retrained. The inputs are
+reproducible bit for bit only on the same CPU type and libraries (a teacher retrained on another
+CPU has other weights, so its KD and DC3 cells get a new digest and start again); random-set
+hard-label cells carry across.
 A cell reports the digest with the most seeds (then the newest); every seed names its CPU. A
 cell measured before the store existed, whose seed files are gone, is carried over from the
 previous record with that record's date and machine ("from_record") until measured again.
@@ -35,7 +36,7 @@ previous record with that record's date and machine ("from_record") until measur
 CPU cost on the 2-core AMD EPYC sandbox with nothing else running: a ConvNet-3 seed at 300
 epochs is ~3.5 min at IPC 1, ~8.5 min at IPC 10 and ~29 min at IPC 50 (measured,
 docs/BENCHMARKS.md); a 2-core Intel Xeon with AVX-512 took 9.5-15 min at IPC 50 with hard
-labels and 12.5-17 min with KD (the teacher runs on every batch). The full table
+labels and 12.5-18.5 min with KD (the teacher runs on every batch). The full table
 (8 rows x 3 IPCs x 3 seeds + hard labels) is most of a day of CPU; on a GPU it is an afternoon.
 Run it row by row.
 
