@@ -11,7 +11,7 @@ export RAY_AUTH_MODE ?= disabled
 # Keep Ray quiet about usage stats and the dashboard on laptops / CI.
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: venv test demo bench bench-embed bench-graphcut bench-compensate bench-scaling \
+.PHONY: venv test test-fast demo bench bench-embed bench-graphcut bench-compensate bench-scaling \
 	bench-accuracy bench-render clean
 
 venv: $(STAMP)
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
+
+# Pure unit tests: no Ray, no data outside the repo; under a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests/unit -m "not ray and not data and not slow" -p no:cacheprovider
 
 demo: $(STAMP)
 	$(PY) -m dc3ray.cli demo $(if $(DATA),--data $(DATA),) --out $(RUNS)/demo
@@ -45,6 +49,12 @@ bench-compensate: $(STAMP)
 
 bench-scaling: $(STAMP)
 	$(PY) benchmarks/bench_scaling.py
+
+# Full-size InstructPix2Pix, random weights (built once into $(RUNS)/cache, ~4.3 GB): seconds and
+# memory per compensated image, extrapolated to 100 steps; ~15 min on 2 cores. Not part of `bench`.
+.PHONY: bench-diffusion-cost
+bench-diffusion-cost: $(STAMP)
+	$(PY) benchmarks/bench_diffusion_cost.py --model $(RUNS)/cache/p2p_fullsize_random
 
 bench: bench-embed bench-graphcut bench-compensate bench-scaling bench-render
 

@@ -13,15 +13,18 @@ Every row is a condensed set built by dc3ray's own pipeline functions, scored by
 
 The run is resumable at every level and accumulates across invocations: teacher features are
 computed once (work/features), each set once (work/sets/<set>), each evaluation keeps its
-finished seeds (work/eval/<row>_ipc<k>/seeds/). A later call with other --rows/--ipc adds to
-the same table. The record (results/accuracy_cifar10.json) lists every requested cell, measured
-or not, so a missing cell is visible, never silently absent.
+finished seeds (work/eval/<row>_ipc<k>/seeds/, evaluate_condensed's seed files). A later call
+with other --rows/--ipc adds to the same table. The record (results/accuracy_cifar10.json)
+lists every requested cell, measured or not, so a missing cell is visible, never silently
+absent.
 
-Each seed is also written, as it finishes, to results/accuracy_cifar10_seeds/<cell>/<digest>/
-(committed, a few KB), the digest covering what a seed depends on: the condensed set's and
-val's images and labels, the teacher's weights and the evaluation config. A work dir lost with
-its machine then costs the re-run of its inputs (ingest, teacher, sets), not the hours of
-finished seeds: a seed whose digest matches is reused, not retrained. The inputs are
+Each seed is also kept in results/accuracy_cifar10_seeds/<cell>/<digest>/ (committed, a few
+KB), the digest covering what a seed depends on: the condensed set's and val's images and
+labels, the teacher's weights and the evaluation config. A cell's seeds go there when its
+evaluation returns; those of an interrupted evaluation are taken from its work dir by the next
+run of the cell. A work dir lost with its machine then costs the re-run of its inputs (ingest,
+teacher, sets), not the hours of finished seeds: a stored seed whose digest matches is written
+into the new work dir as a finished seed file, so it is reused, not retrained. The inputs are
 reproducible bit for bit only on the same CPU type and libraries (a teacher retrained on another
 CPU has other weights, so its KD and DC3 cells get a new digest and start again); random-set
 hard-label cells carry across.
@@ -56,7 +59,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import RESULTS, load, machine, save, utc_now, write_json_atomic  # noqa: E402
+from benchlib import RESULTS, load, machine, save, utc_now  # noqa: E402
+
+from dc3ray.core.atomic import write_json  # noqa: E402
 
 ROWS = {  # row -> (selection method, compensator or None)
     "random": ("random", None),
@@ -92,7 +97,7 @@ def _record_timing(work: Path, name: str, seconds: float) -> None:
     f = _timing_file(work)
     data = json.loads(f.read_text()) if f.is_file() else {}
     data[name] = round(seconds, 2)
-    write_json_atomic(f, data, indent=2, sort_keys=True)  # an interrupt keeps the old timings
+    write_json(f, data)  # an interrupt keeps the old timings
 
 
 def _timing(work: Path, name: str) -> float | None:
@@ -103,7 +108,7 @@ def _timing(work: Path, name: str) -> float | None:
 def _features(args, work: Path) -> Path:
     """Teacher-backbone embeddings and gradient factors of the whole train split, once."""
     from dc3ray.config import EmbedConfig, GradConfig
-    from dc3ray.pipeline.select import compute_features
+    from dc3ray.pipeline.features import compute_features
     out = work / "features"
     if (out / "features.json").is_file():
         return out
@@ -130,7 +135,8 @@ def _once(work: Path, name: str, build) -> Path:
 
 def _selection(args, work: Path, method: str, ipc: int) -> Path:
     from dc3ray.config import SelectConfig
-    from dc3ray.pipeline.select import key_label_table, materialise_subset, select_per_class
+    from dc3ray.pipeline.features import key_label_table
+    from dc3ray.pipeline.select import materialise_subset, select_per_class
     name = _set_name(method, ipc)
     if method not in MODEL_FREE and not (work / "sets" / name).is_dir():
         _features(args, work)  # before the set's clock starts: features_s is its own figure
@@ -262,23 +268,23 @@ def _at_budget(result: dict, epochs: int) -> bool:
 
 
 def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict):
-    """evaluate_condensed's on_seed: each seed goes to the store as soon as it is done, named
-    with the CPU it ran on, the date and the teacher (DC3 rows select with its features)."""
+    """keep(seed, result, date=None): put one seed of this cell in the store unless it is there,
+    named with the CPU it ran on, the date (default now) and the teacher (DC3 rows select with
+    its features). Returns whether it stored the seed."""
     from dc3ray.core.fingerprint import json_digest
     base, hard = parse_row(row)
     folder = _store(args) / cell_name(row, ipc) / json_digest(parts)
     uses_teacher = not hard or ROWS[base][0] not in MODEL_FREE
     teacher = teacher_label(args.teacher) if uses_teacher else None
 
-    def keep(seed: int, result: dict) -> None:
-        dst = folder / f"seed{seed}.json"
+    def keep(seed: int, result: dict, date: str | None = None) -> bool:
         if seed in _read_entries(folder):
-            return  # stored when it was first done; a reuse changes nothing
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(dst, {
+            return False  # stored when it was first done; a reuse changes nothing
+        write_json(folder / f"seed{seed}.json", {
             "inputs": folder.name, "parts": parts, "condense_s": _condense_s(work, base, ipc),
-            "cpu": machine()["cpu"], "teacher": teacher, "result": result, "date": utc_now()},
-            indent=1, sort_keys=True)
+            "cpu": machine()["cpu"], "teacher": teacher, "result": result,
+            "date": date or utc_now()})
+        return True
     return keep
 
 
@@ -298,7 +304,7 @@ def _condense_s(work: Path, base: str, ipc: int) -> float | None:
 
 def run_cell(args, work: Path, row: str, ipc: int) -> None:
     from dc3ray.core.fingerprint import json_digest
-    from dc3ray.pipeline.train import evaluate_condensed
+    from dc3ray.pipeline.evaluate import evaluate_condensed, evaluation_plan, read_seed, seed_file
     base, hard = parse_row(row)
     if _not_measured(base, args):
         return
@@ -307,13 +313,36 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
     if comp:
         condensed = _compensated(args, work, condensed, comp)
     cell = cell_name(row, ipc)
+    cfg = _eval_cfg(args, hard)
+    out = work / "eval" / cell
+    # The plan and the evaluation get the same inputs, so the plan's key is the one the
+    # evaluation checks its seed files against.
+    inputs = (cfg, condensed, args.val, None if hard else args.teacher)
+    opts = {"ipc": ipc}
+    key = evaluation_plan(*inputs, **opts)["inputs_key"]
     parts = inputs_parts(args, condensed, hard, ipc)
+    keep = seed_keeper(args, work, row, ipc, parts)
+    in_work = {}
+    for seed in range(cfg.seeds):
+        f = seed_file(out, seed)
+        res = read_seed(f, key, seed, cfg.epochs)
+        if res is not None:
+            in_work[seed] = res
+            # Harvest: a seed finished by an earlier invocation that was stopped before its
+            # evaluation returned. Its inputs key is this plan's (same set, val and teacher
+            # files, untouched since, and the same eval config), so it is a seed of `parts`.
+            date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(f.stat().st_mtime))
+            if keep(seed, res, date):
+                print(f"[acc] {cell}: seed {seed} taken into the store from {f}", flush=True)
     stored = {s: e["result"] for s, e in _stored_seeds(args, cell, hard, json_digest(parts)).items()}
+    for seed, res in stored.items():  # pre-seed: evaluate_condensed reuses these, not retrains
+        if seed not in in_work:
+            write_json(seed_file(out, seed), {"inputs_key": key, "result": res})
     if stored:
         print(f"[acc] {cell}: seeds {sorted(stored)} reused from {_store(args) / cell}", flush=True)
-    evaluate_condensed(_eval_cfg(args, hard), condensed, args.val, None if hard else args.teacher,
-                       work / "eval" / cell, ipc=ipc, finished=stored,
-                       on_seed=seed_keeper(args, work, row, ipc, parts))
+    summary = evaluate_condensed(*inputs, out, **opts)
+    for res in summary["seeds"]:
+        keep(res["seed"], res)
 
 
 def cell_name(row: str, ipc: int) -> str:
@@ -324,7 +353,7 @@ def cell_name(row: str, ipc: int) -> str:
 def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None) -> list[dict]:
     """One summary row per (row, ipc): measured figures, partial seeds, or why not measured.
 
-    Reads the committed seed store only (run_cell fills it as seeds finish). A cell with no stored
+    Reads the committed seed store only (run_cell fills it as cells finish). A cell with no stored
     seed keeps its entry from `previous` (the last record) if that had figures under the same
     protocol (epochs, seeds, eval_every).
     """

@@ -232,7 +232,7 @@ def ray_stage(data: str | Path, actor: str, embed_cfg, grad_cfg, num_classes: in
     from dc3ray.core import schema
     from dc3ray.pipeline.io import read_shards
     from dc3ray.pipeline.resources import actor_pool_kwargs
-    from dc3ray.pipeline.select import H, Embedder, GradientFeaturizer
+    from dc3ray.pipeline.features import H, Embedder, GradientFeaturizer
 
     cfg = embed_cfg if actor == "embedder" else grad_cfg
     t0 = time.perf_counter()
@@ -271,7 +271,7 @@ def compute_features_row(data: str | Path, embed_cfg, grad_cfg, out: Path, actor
     label for shards out of label order)."""
     import pyarrow.parquet as pq
 
-    from dc3ray.pipeline.select import compute_features
+    from dc3ray.pipeline.features import compute_features
 
     t0 = time.perf_counter()
     compute_features(data, embed_cfg, grad_cfg, out)

@@ -7,7 +7,6 @@ records into docs/BENCHMARKS.md, so every figure there carries its command, mach
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import resource
@@ -15,6 +14,8 @@ import shlex
 import sys
 from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
+
+from dc3ray.core.atomic import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -84,18 +85,13 @@ def save(name: str, result: dict, argv: list[str] | None = None, *, load_before:
     record = {"name": name, "command": command(argv), "machine": machine(), "date": utc_now(),
               "load_before": load_before, "load_after": load(), "result": result}
     path = out / f"{name}.json"
-    write_json_atomic(path, record)
+    # Insertion order: render.py lays out a record's tables in its key order (row, ipc first).
+    write_json(path, record, sort_keys=False)
     print(f"wrote {path}")
     return path
+
 
 
 def utc_now() -> str:
     """The date format of every record: minutes, UTC."""
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def write_json_atomic(path: Path, data: dict, indent: int = 2, sort_keys: bool = False) -> None:
-    """Write JSON through a temp file and a rename: an interrupted write leaves no half file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
-    os.replace(tmp, path)

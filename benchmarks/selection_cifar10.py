@@ -20,7 +20,8 @@ from pathlib import Path
 
 from dc3ray.config import EmbedConfig, GradConfig, SelectConfig
 from dc3ray.pipeline.resources import configure_data_context, init_ray
-from dc3ray.pipeline.select import compute_features, materialise_subset, select_per_class
+from dc3ray.pipeline.features import compute_features
+from dc3ray.pipeline.select import materialise_subset, select_per_class
 
 
 def main(argv=None) -> dict:

@@ -1,13 +1,15 @@
-"""Helpers shared by the Ray Job entry scripts: where the driver runs, where outputs go.
+"""Helpers shared by the Ray Job entry scripts: run a dc3ray command as a job, and say where the
+driver runs and where outputs went.
 
-No pipeline logic lives here (that is `dc3ray.pipeline`); only what a submitted driver must say
-about itself.
+No pipeline logic lives here (that is `dc3ray.pipeline`); flags come from the same config
+dataclasses as the `dc3ray` command line (`dc3ray.cli`).
 """
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 # `python jobs/x.py` puts jobs/ on sys.path, not the repo: import dc3ray from the checkout this
 # script belongs to (the uploaded --working-dir), not from whatever the image has installed.
@@ -17,6 +19,13 @@ if str(REPO) not in sys.path:
 
 # The Ray Jobs supervisor sets this (and RAY_ADDRESS) in the driver's environment.
 _JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+EPILOG = """\
+Inside a Ray Job, RAY_ADDRESS is set by the job supervisor and the driver joins that cluster;
+run by hand without RAY_ADDRESS it starts a local Ray instance. Output folders (and inputs that
+are not part of the repo) must be absolute paths on storage that every node sees: a relative
+path lands in the job's temporary working dir on the head node.
+"""
 
 
 def in_ray_job() -> bool:
@@ -50,8 +59,7 @@ def describe_cluster() -> str:
     nodes = [n for n in ray.nodes() if n["Alive"]]
     cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
     gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
-    addr = ray.get_runtime_context().gcs_address
-    return (f"ray job {ctx.get_job_id()} on {addr}: {len(nodes)} node(s), {cpus:g} CPU, "
+    return (f"ray job {ctx.get_job_id()} on {ctx.gcs_address}: {len(nodes)} node(s), {cpus:g} CPU, "
             f"{gpus:g} GPU")
 
 
@@ -66,17 +74,20 @@ def print_outputs(title: str, outputs: dict[str, str | None]) -> None:
         print(f"  {key:<{width}}  {shown}", flush=True)
 
 
-def run_main(main, argv: list[str] | None = None) -> int:
-    """Run `main(argv)`; config and data errors print one line naming the culprit, exit 2."""
-    try:
-        return main(argv)
-    except Exception as e:
-        # Imported only on failure: `--help` stays fast (no torch, no Ray).
-        from dc3ray.config import ConfigError
-        from dc3ray.core.shards import ShardError
-        from dc3ray.core.sources import SourceError
-        if isinstance(e, (ConfigError, SourceError, ShardError, FileExistsError,
-                          FileNotFoundError)):
-            print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr, flush=True)
-            return 2
-        raise
+def run_job(command: Any, argv: list[str] | None, prog: str,
+            paths: Callable[[Any], dict[str, str | None]],
+            outputs: Callable[[Any], dict[str, str | None]], epilog: str = "") -> int:
+    """Parse `argv` with `command`'s flags (a dc3ray command name, or a cli.Command of the
+    script's own), warn about relative `paths(cfg)`, run it, then print the cluster and
+    `outputs(cfg)`. User errors print one line and return 2."""
+    from dc3ray.cli import command_parser, run_parsed
+
+    parser = command_parser(command, prog)
+    parser.epilog = EPILOG + ("\n" + epilog if epilog else "")
+    args = parser.parse_args(argv)  # first: --help needs no heavy import
+
+    def after(cfg) -> None:
+        print(describe_cluster(), flush=True)
+        print_outputs(Path(prog).stem, outputs(cfg))
+
+    return run_parsed(args, prog, before=lambda cfg: check_paths(**paths(cfg)), after=after)

@@ -7,17 +7,17 @@
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import check_paths, describe_cluster, print_outputs, run_main  # noqa: E402
+from _common import run_job  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "configs" / "imagenet1k.yaml"
@@ -42,30 +42,30 @@ Without GPUs in the cluster the job stops, unless --allow-cpu (a dry run on tiny
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="jobs/imagenet1k.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Condense ImageNet-1K with DC3 at IPC 10 or 50 on the Ray cluster this "
-                    "driver joins, then print where the condensed set, manifest and MLflow run "
-                    "went.",
-        epilog=EPILOG)
-    p.add_argument("--train", required=True, help="train split: shared path or s3:// / gs:// URI")
-    p.add_argument("--val", required=True, help="val split (same class map as train)")
-    p.add_argument("--out", required=True, help="run folder on shared storage (absolute)")
-    p.add_argument("--ipc", type=int, default=10, help="images per class, 10 or 50 in the paper "
-                                                       "(default %(default)s)")
-    p.add_argument("--cache", default=None,
-                   help="shared folder for copies of object-store inputs (default OUT/../cache)")
-    p.add_argument("--stage-local", action="store_true",
-                   help="also copy local/NFS inputs into --cache (e.g. slow NFS -> local disk)")
-    p.add_argument("--gpu-actors", type=int, default=None,
-                   help="actors per pool (default: GPUs in the cluster)")
-    p.add_argument("--allow-cpu", action="store_true",
-                   help="run without GPUs (dry run on tiny data; real ImageNet needs GPUs)")
-    p.add_argument("--config", default=str(PRESET), help="preset (default configs/imagenet1k.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any setting, e.g. eval.epochs=300 (repeatable)")
-    return p
+@dataclass(frozen=True)
+class ImageNetJob:
+    """Condense ImageNet-1K with DC3 at IPC 10 or 50 on the Ray cluster this driver joins, then
+    print where the condensed set, manifest and MLflow run went."""
+    train: str
+    """Train split: shared path or s3:// / gs:// URI."""
+    val: str
+    """Val split (same class map as train)."""
+    out: str
+    """Run folder on shared storage (absolute)."""
+    ipc: int = 10
+    """Images per class, 10 or 50 in the paper."""
+    cache: str | None = None
+    """Shared folder for copies of object-store inputs (default OUT/../cache)."""
+    stage_local: bool = False
+    """Also copy local/NFS inputs into cache (e.g. slow NFS -> local disk)."""
+    gpu_actors: int | None = None
+    """Actors per pool (default: GPUs in the cluster)."""
+    allow_cpu: bool = False
+    """Run without GPUs (dry run on tiny data; real ImageNet needs GPUs)."""
+    config: str = str(PRESET)
+    """Preset."""
+    set: tuple[str, ...] = ()
+    """Override any condense setting, e.g. eval.epochs=300 (repeatable)."""
 
 
 def stage_input(uri: str, cache: Path, copy_local: bool = False, log=print) -> str:
@@ -95,7 +95,8 @@ def stage_input(uri: str, cache: Path, copy_local: bool = False, log=print) -> s
     filesystem, path = fs.FileSystem.from_uri(src)
     info = filesystem.get_file_info(path)
     if info.type != fs.FileType.Directory:
-        raise FileNotFoundError(f"input {uri} is not a folder ({info.type.name}); pass the folder "
+        from dc3ray.errors import DataError
+        raise DataError(f"input {uri} is not a folder ({info.type.name}); pass the folder "
                                 "of shards or class folders")
     partial = dest.with_name(dest.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -142,46 +143,50 @@ def gpu_overrides(gpus: int, actors: int | None, allow_cpu: bool,
 
 def two_feature_pools(cfg) -> bool:
     """True when the features stage streams through an embedding and a gradient pool at once."""
-    from dc3ray.pipeline.select import EMBEDDING_METHODS, GRADIENT_METHODS, shares_backbone
+    from dc3ray.pipeline.features import EMBEDDING_METHODS, GRADIENT_METHODS, shares_backbone
     return (cfg.select.method in EMBEDDING_METHODS and cfg.select.method in GRADIENT_METHODS
             and not shares_backbone(cfg.embed, cfg.grad))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # first: --help needs no heavy import
-
+def run(job: ImageNetJob) -> int:
+    """Stage the inputs, size the pools for the cluster's GPUs, condense."""
     import ray
 
     from dc3ray.config import CondenseConfig, load_config
     from dc3ray.pipeline.condense import condense
     from dc3ray.pipeline.resources import init_ray
-    from dc3ray.pipeline.tracking import tracking_uri
 
-    check_paths(out=args.out, cache=args.cache)
-    cache = Path(args.cache) if args.cache else Path(args.out).resolve().parent / "cache"
-    train = stage_input(args.train, cache, args.stage_local)
-    val = stage_input(args.val, cache, args.stage_local)
+    cache = Path(job.cache) if job.cache else Path(job.out).resolve().parent / "cache"
+    train = stage_input(job.train, cache, job.stage_local)
+    val = stage_input(job.val, cache, job.stage_local)
     init_ray()  # joins the cluster inside a Ray Job (RAY_ADDRESS)
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    base = [f"data={train}", f"val={val}", f"out={args.out}", f"select.ipc={args.ipc}"]
-    plain = load_config(CondenseConfig, args.config, base + args.set)
+    base = [f"data={train}", f"val={val}", f"out={job.out}", f"select.ipc={job.ipc}"]
+    plain = load_config(CondenseConfig, job.config, base + list(job.set))
     # Explicit --set values still win over the pool sizes chosen here.
-    pools = gpu_overrides(gpus, args.gpu_actors, args.allow_cpu, two_feature_pools(plain))
-    cfg = load_config(CondenseConfig, args.config, base + pools + args.set)
+    pools = gpu_overrides(gpus, job.gpu_actors, job.allow_cpu, two_feature_pools(plain))
+    cfg = load_config(CondenseConfig, job.config, base + pools + list(job.set))
     print(f"[imagenet1k] IPC {cfg.select.ipc}, {gpus} GPU(s), {cfg.embed.num_actors} actor(s) "
           f"per pool, {cfg.eval.workers} student worker(s)", flush=True)
     condense(cfg)
-    print(describe_cluster(), flush=True)
-    out = Path(cfg.out)
-    print_outputs("imagenet1k", {
-        "condensed set (Parquet)": str(out / "condensed"),
-        "condensed set (ImageFolder)": str(out / "images"),
-        "manifest": str(out / "manifest.json"),
-        "mlflow": tracking_uri(out),
-        "train input": train, "val input": val,
-    })
     return 0
 
 
+def _outputs(job: ImageNetJob) -> dict:
+    from dc3ray.pipeline.tracking import tracking_uri
+    out = Path(job.out)
+    return {"condensed set (Parquet)": str(out / "condensed"),
+            "condensed set (ImageFolder)": str(out / "images"),
+            "manifest": str(out / "manifest.json"), "mlflow": tracking_uri(out),
+            "train input": job.train, "val input": job.val}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dc3ray.cli import Command
+    return run_job(Command(ImageNetJob, run), argv, "jobs/imagenet1k.py",
+                   paths=lambda job: {"out": job.out, "cache": job.cache}, outputs=_outputs,
+                   epilog=EPILOG)
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

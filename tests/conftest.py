@@ -26,10 +26,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark tests that read the real data folders `data` (make test-fast leaves them out)."""
+    for item in items:
+        if "cifar_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
     if not (CIFAR / "train").is_dir():
-        pytest.fail(f"real CIFAR-10 folders not found at {CIFAR} (set DC3RAY_DATA)")
+        msg = f"real CIFAR-10 folders not found at {CIFAR} (set DC3RAY_DATA)"
+        # CI has the data: a missing folder there is a broken setup, not a reason to skip.
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
     return CIFAR
 
 

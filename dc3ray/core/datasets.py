@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ..errors import DataError
 from . import schema
 from .imageio import decode_rgb
-from .shards import read_shards, ShardError
+from .shards import ShardError, read_shards
 from .sources import read_class_map, scan_source
 
 
@@ -65,7 +66,7 @@ def decode_images(table: pa.Table, size: int | None = None) -> tuple[np.ndarray,
     arrs = [decode_rgb(b, size) for b in images]
     shapes = {a.shape for a in arrs}
     if len(shapes) > 1:
-        raise ValueError(f"images have different shapes {sorted(shapes)[:3]}...; pass size=")
+        raise DataError(f"images have different shapes {sorted(shapes)[:3]}...; pass size=")
     out = np.stack(arrs) if arrs else np.zeros((0, size or 0, size or 0, 3), np.uint8)
     return out, labels, keys
 

@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, MissingPathError
+
 # A hub id is "org/name" (one slash, no path-like prefix); anything else must exist locally.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -17,16 +19,16 @@ def resolve_pipeline(path: str | Path | None, setting: str) -> str:
     """A local diffusers pipeline folder (must hold model_index.json) or a hub id 'org/name'.
     `setting` names the option the value came from, for the error message."""
     if not path:
-        raise ValueError(f"{setting} is empty; set it to a local diffusers pipeline folder or a hub id")
+        raise ConfigError(f"{setting} is empty; set it to a local diffusers pipeline folder or a hub id")
     p = Path(path).expanduser()
     if p.exists():
         if not (p / "model_index.json").is_file():
-            raise FileNotFoundError(f"{setting}={str(path)!r} exists but has no model_index.json; point it "
+            raise MissingPathError(f"{setting}={str(path)!r} exists but has no model_index.json; point it "
                                     "at a diffusers pipeline folder (the output of save_pretrained)")
         return str(p)
     if _HUB_ID.match(str(path)) and not str(path).startswith((".", "~")):
         return str(path)
-    raise FileNotFoundError(f"{setting}={str(path)!r} does not exist and does not look like a hub id "
+    raise MissingPathError(f"{setting}={str(path)!r} does not exist and does not look like a hub id "
                             "'org/name'; fix the path or download the model to a local folder")
 
 

@@ -16,6 +16,7 @@ diffusers and torch are imported lazily, only by the diffusion compensators.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -25,7 +26,6 @@ from dc3ray.config import CompensateConfig
 from dc3ray.core import color
 from dc3ray.core.diffusers_io import load_pipeline, resolve_pipeline
 from dc3ray.core.seeding import derive_seed, rng_for
-
 
 
 def choose_words(warm: Sequence[str], cold: Sequence[str], seed: int, key: str) -> tuple[str, str]:
@@ -126,6 +126,21 @@ class ClassicalCompensator:
 # --------------------------------------------------------------------------------------------
 # Diffusion compensators
 # --------------------------------------------------------------------------------------------
+
+# A pipeline folder holding this file has random weights (benchmarks/diffusion_fullsize.py):
+# right for timing, wrong for a condensed set, since its edits are noise.
+RANDOM_WEIGHTS_MARKER = "DC3RAY_RANDOM_WEIGHTS"
+
+
+def refuse_random_weights(model_path: str | Path | None) -> None:
+    """Raise ValueError naming `model_path` when it is a local folder holding
+    RANDOM_WEIGHTS_MARKER; return None otherwise (hub ids and missing paths pass: the loader
+    checks those)."""
+    if model_path and (Path(model_path).expanduser() / RANDOM_WEIGHTS_MARKER).is_file():
+        raise ValueError(f"compensate.model_path={str(model_path)!r} holds {RANDOM_WEIGHTS_MARKER}: "
+                         "a pipeline with random weights (a benchmark's), whose edits are noise; "
+                         "point it at real InstructPix2Pix / Stable Diffusion weights")
+
 
 def resolve_model_path(model_path: str | None) -> str:
     """compensate.model_path checked: a local diffusers folder or a hub id; else a clear error."""

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import EmbedConfig, GradConfig
-
+from ..errors import DataError, MissingPathError
 from .training import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, norm_stats
 
 # EfficientNet-Lite was trained in TF with (x - 127) / 128, and the VAE takes [-1, 1]:
@@ -123,7 +123,7 @@ def _freeze(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Mo
 
 def _checkpoint_norm(meta: dict, path) -> tuple[tuple, tuple]:
     """mean/std a checkpoint was trained with: meta['extra']['norm'] ('cifar' / 'imagenet', as
-    pipeline.train saves it), else explicit meta mean/std, else training's CIFAR default."""
+    pipeline.teacher saves it), else explicit meta mean/std, else training's CIFAR default."""
     extra = meta.get("extra") or {}
     mean = extra.get("mean", meta.get("mean"))
     std = extra.get("std", meta.get("std"))
@@ -168,7 +168,7 @@ def _local_file(path: str | None, backbone: str) -> Path:
         raise ValueError(f"backbone {backbone!r} needs model_path (a local checkpoint file)")
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"backbone {backbone!r}: model_path {p} does not exist; pass a "
+        raise MissingPathError(f"backbone {backbone!r}: model_path {p} does not exist; pass a "
                                 "local checkpoint (nothing is downloaded)")
     return p
 
@@ -204,7 +204,7 @@ def _load_vae(model_path: str | None, device: torch.device, dtype: torch.dtype):
                          "folder (or a Stable Diffusion folder with a vae/ subfolder)")
     p = Path(model_path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"embed.model_path {p} does not exist; pass a local VAE folder "
+        raise MissingPathError(f"embed.model_path {p} does not exist; pass a local VAE folder "
                                 "(nothing is downloaded)")
     sub = "vae" if (p / "vae" / "config.json").is_file() else None
     vae = AutoencoderKL.from_pretrained(str(p), subfolder=sub, torch_dtype=dtype)
@@ -289,7 +289,7 @@ def build_grad_model(cfg: GradConfig, num_classes: int, device: torch.device | s
                          f"{type(head).__name__} head, expected nn.Linear")
     if cfg.backbone in ("teacher", "convnet3"):
         if head.out_features != num_classes:
-            raise ValueError(f"grad.model_path {cfg.model_path} has a {head.out_features}-way head "
+            raise DataError(f"grad.model_path {cfg.model_path} has a {head.out_features}-way head "
                              f"but the dataset has {num_classes} classes; use a teacher trained "
                              "on this class map")
         return GradientModel(bb, head, faithful, "checkpoint")

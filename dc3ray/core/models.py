@@ -14,6 +14,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..errors import DataError, MissingPathError
+
 ARCHS = ("convnet3", "resnet18", "resnet18_cifar", "efficientnet_lite0")
 CHECKPOINT_FORMAT = "dc3ray-model"
 CHECKPOINT_VERSION = 1
@@ -203,13 +205,13 @@ _PREFIXES = ("module.", "_orig_mod.")
 def _read(path: str | Path, what: str) -> Any:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{what} {p} does not exist; pass the path of a local file "
+        raise MissingPathError(f"{what} {p} does not exist; pass the path of a local file "
                                 "(weights are never downloaded)")
     try:
         # weights_only: never run pickled code from a weights file.
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{what} {p} is not a loadable torch state dict "
+        raise DataError(f"{what} {p} is not a loadable torch state dict "
                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); re-save it as a "
                          "plain dict of tensors with torch.save(model.state_dict(), path)") from e
 
@@ -308,7 +310,7 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     """
     obj = _read(path, "checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint {path} is not a dc3ray model checkpoint (no "
+        raise DataError(f"checkpoint {path} is not a dc3ray model checkpoint (no "
                          f"format={CHECKPOINT_FORMAT!r}); for foreign weights build the model "
                          "with build_model(arch, ...) and call load_weights(model, path)")
     model = build_model(obj["arch"], obj["num_classes"], image_size=obj["image_size"],

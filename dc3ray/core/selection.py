@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import SelectConfig
+from ..errors import ConfigError, DataError
 from . import schema
 from .seeding import rng_for
 
@@ -360,9 +361,9 @@ def select_class(keys: Sequence[str], label: int, embeddings: np.ndarray | None,
     n = len(keys)
     name = f"{class_name!r} (label {label})" if class_name is not None else f"label {label}"
     if n == 0:
-        raise ValueError(f"class {name} has no images; remove it from the class map or re-ingest")
+        raise DataError(f"class {name} has no images; remove it from the class map or re-ingest")
     if cfg.ipc > n and not cfg.take_all:
-        raise ValueError(f"class {name} has {n} images but select.ipc={cfg.ipc}; lower "
+        raise ConfigError(f"class {name} has {n} images but select.ipc={cfg.ipc}; lower "
                          "select.ipc or set select.take_all=true to keep the whole class")
     budget = min(cfg.ipc, n)
     method = cfg.method
@@ -454,7 +455,7 @@ def random_subset(table: pa.Table, ipc: int, seed: int, *, take_all: bool = Fals
         if ipc > len(rows) and not take_all:
             cname = table.column(schema.CLASS_NAME)[int(rows[0])].as_py() if has_names else None
             who = f"{cname!r} (label {label})" if cname is not None else f"label {label}"
-            raise ValueError(f"class {who} has {len(rows)} images but ipc={ipc}; lower ipc or "
+            raise ConfigError(f"class {who} has {len(rows)} images but ipc={ipc}; lower ipc or "
                              "pass take_all=True")
         picks, _ = random_select(len(rows), min(ipc, len(rows)),
                                  rng_for(seed, "select", int(label), "random"))

@@ -2,47 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import ShardError  # re-exported: callers catch it from here
 from . import schema
-
-
-class ShardError(ValueError):
-    """A shard folder is missing, empty or has the wrong columns; the message names the file."""
-
-
-@contextmanager
-def atomic_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temp folder beside `out_dir`; on success rename it to `out_dir`.
-
-    An interrupted write leaves only a `.tmp-*` sibling, never a half folder under the real name.
-    """
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            if not overwrite and any(out.iterdir()):
-                raise FileExistsError(f"{out} already exists and is not empty")
-            old = out.parent / f".old-{out.name}-{uuid.uuid4().hex[:8]}"
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+from .atomic import atomic_dir  # re-exported: stages import it from here
 
 
 def write_shards(table: pa.Table, out_dir: str | Path, shard_rows: int) -> list[str]:

@@ -6,7 +6,6 @@ which hold raw pixels, are encoded once as lossless PNG).
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -14,16 +13,13 @@ import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
+from ..errors import SourceError  # re-exported: callers catch it from here
 from . import schema
 from .imageio import ImageDecodeError, encode_png, probe_image
-
-
-class SourceError(ValueError):
-    """The dataset source is unusable as a whole (missing, empty class, duplicate key...)."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Colour-compensation stage (DESIGN.md step 3) on Ray Data, and the `colors` report command.
+"""Colour-compensation stage (DESIGN.md step 3) on Ray Data (`dc3ray compensate`).
 
 condensed shards (read and sorted by key on the driver: condensed sets are small) -> one Ray
 block per chunk of cfg.batch_size keys -> actor pool of Compensators (model loaded once per
@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import ray
 
-from ..config import CompensateConfig, from_dict, to_dict
+from ..config import CompensateCommand, CompensateConfig, from_dict, to_dict
 from ..core import schema
 from ..core.imageio import ImageDecodeError, decode_rgb, encode_png
 from ..core.shards import read_shards as read_table_shards
+from ..errors import DataError
 from .io import write_table_atomic
 from .resources import actor_pool_kwargs
 
@@ -114,7 +116,7 @@ def _sorted_source(condensed_path: str | Path) -> pa.Table:
     keys = table.column(schema.KEY).to_pylist()
     dup = sorted({a for a, b in zip(keys, keys[1:]) if a == b})
     if dup:
-        raise ValueError(f"{condensed_path} has duplicate keys ({', '.join(dup[:5])}); "
+        raise DataError(f"{condensed_path} has duplicate keys ({', '.join(dup[:5])}); "
                          "every image needs a unique key (re-run ingest/selection)")
     return table
 
@@ -139,6 +141,9 @@ def compensate_dataset(condensed_path: str | Path, cfg: CompensateConfig, out_di
     from single images, see core.editing). The result is gathered, sorted and written atomically.
     Returns a summary dict.
     """
+    if cfg.compensator in DIFFUSION and cfg.model_path:  # random-weight pipelines edit into noise
+        from ..core.editing import refuse_random_weights
+        refuse_random_weights(cfg.model_path)
     t0 = time.perf_counter()
     src = Path(condensed_path)
     table = _sorted_source(src)
@@ -181,25 +186,11 @@ def compensate_dataset(condensed_path: str | Path, cfg: CompensateConfig, out_di
             "images_per_s": round(table.num_rows / seconds, 3) if seconds else None}
 
 
-def colors_command(sets: list[str], out_png: str, size: int | None = None, log=print) -> list[dict]:
-    """Colour metrics of image sets (shard folders or ImageFolder trees): prints a table, writes
-    the per-channel KDE figure to out_png and returns `color_report` rows (name = folder name).
-    `size` resizes every image to size x size (needed when a set mixes sizes)."""
-    from ..core import color
-    from ..core.datasets import decode_images, load_table
+def compensate_command(cmd: CompensateCommand, log: Callable[[str], None] = print) -> int:
+    """`dc3ray compensate`."""
+    from .resources import configure_data_context, init_ray
+    init_ray()
+    configure_data_context()
+    log(json.dumps(compensate_dataset(cmd.condensed, cmd.compensate, cmd.out), indent=2))
+    return 0
 
-    named: dict[str, np.ndarray] = {}
-    for s in sets:
-        p = Path(s)
-        name = p.name or str(p)
-        if name in named:
-            name = str(p)
-        images, _, _ = decode_images(load_table(p), size)
-        if len(images) == 0:
-            raise ValueError(f"image set {p} holds no images")
-        named[name] = images
-    rows = color.color_report(named)
-    color.plot_color_kde(named, out_png)
-    log(color.format_color_table(rows))
-    log(f"[colors] KDE figure -> {out_png}")
-    return rows

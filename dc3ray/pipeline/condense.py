@@ -14,11 +14,13 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from ..config import CondenseConfig, ConfigError, EmbedConfig, GradConfig, to_dict
+from ..config import CondenseConfig, ConfigError, to_dict
 from ..core import schema
+from ..core.atomic import atomic_dir, write_json
 from ..core.datasets import decode_images, is_shard_dir
 from ..core.fingerprint import file_digest, files_digest
-from ..core.shards import atomic_dir, read_shards, write_shards_atomic
+from ..core.shards import read_shards, write_shards_atomic
+from .outputs import claim_output
 from .stages import StageCache
 
 PACKAGES = ("dc3ray", "ray", "torch", "torchvision", "diffusers", "transformers",
@@ -62,7 +64,7 @@ def _ingest_stage(src, out, icfg, ingest, log) -> dict:
 def _resolve_backbone(cfg, teacher_ckpt: str | None):
     if cfg.backbone in ("teacher", "convnet3") and cfg.model_path in (None, "auto"):
         if teacher_ckpt is None:
-            raise ValueError(f"{type(cfg).__name__}.backbone={cfg.backbone!r} with model_path=auto "
+            raise ConfigError(f"{type(cfg).__name__}.backbone={cfg.backbone!r} with model_path=auto "
                              "needs a teacher: set teacher_path or let condense train one")
         return dataclasses.replace(cfg, model_path=str(teacher_ckpt))
     return cfg
@@ -75,16 +77,19 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
     that score the condensed set later by KD (`dc3ray sweep`); manifest["teacher"] names it.
     """
     from . import compensate as comp_stage
+    from . import evaluate as evaluate_stage
+    from . import features as features_stage
     from . import select as select_stage
-    from . import train as train_stage
     from .resources import configure_data_context, init_ray
     from .tracking import tracked_run
 
     t_start = time.perf_counter()
+    cfg.check_inputs()
     _preflight(cfg)  # bad paths and shards fail here, before anything is written or started
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_out_owner(out, cfg)
+    claim_output(out, "run.json", {"data": str(Path(cfg.data).resolve())},
+                 info={"name": cfg.name})
     init_ray(num_cpus=cfg.num_cpus)
     configure_data_context(show_progress=True)
     cache = StageCache(out, log)
@@ -99,22 +104,7 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
         val, val_fp = _ingested(cache, "val", cfg.val, cfg, class_map_file)
 
     # 2. teacher: given, or trained once and cached (needed by the backbone and by KD)
-    teacher_ckpt, teacher_id = None, None
-    needs_teacher = need_teacher or cfg.evaluate and not cfg.eval.hard_labels or \
-        cfg.embed.backbone in ("teacher", "convnet3") or cfg.grad.backbone in ("teacher", "convnet3")
-    if cfg.teacher_path:
-        teacher_ckpt, teacher_id = Path(cfg.teacher_path), file_digest(cfg.teacher_path)
-    elif needs_teacher:
-        if not val:
-            raise ValueError("training a teacher needs val (a held-out split) or teacher_path")
-        parts = (train_fp, val_fp, cfg.teacher)
-        # Train in a stable `.work` folder (not swept like `.tmp-*`) so a killed run resumes
-        # from the last epoch's checkpoint; the stage then commits a copy of the result.
-        work = cache.path("teacher", *parts).with_suffix(".work")
-        d, tinfo = cache.run("teacher", parts,
-                             lambda tmp: _teacher_stage(train_stage, cfg, train, val, work, tmp))
-        teacher_ckpt = d / "teacher" / "teacher.pt"
-        teacher_id = f"{train_fp}:{d.name}"
+    teacher_ckpt, teacher_id = _teacher(cache, cfg, train, train_fp, val, val_fp, need_teacher, log)
 
     embed_cfg = _resolve_backbone(cfg.embed, teacher_ckpt)
     grad_cfg = _resolve_backbone(cfg.grad, teacher_ckpt)
@@ -125,7 +115,7 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
     if cfg.select.method != "random":
         d, _ = cache.run("features", (train_fp, _strip(embed_cfg), _strip(grad_cfg), bb_id,
                                       cfg.select.method, cfg.select.faithful),
-                         lambda tmp: _features_stage(select_stage, train, embed_cfg, grad_cfg,
+                         lambda tmp: _features_stage(features_stage, train, embed_cfg, grad_cfg,
                                                      cfg.select, tmp))
         features = d / "features"
 
@@ -133,7 +123,7 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
     d, sel_info = cache.run("select", (train_fp, cfg.select, bb_id,
                                        None if features is None else features.parent.name),
                             lambda tmp: _select_stage(select_stage, train, features, cfg, tmp))
-    selected, manifest_sel = d / "subset", d / "manifest"
+    selected = d / "subset"
 
     # 5. color compensation
     d, comp_info = cache.run("compensate", (sel_info.get("digest"), cfg.compensate),
@@ -144,24 +134,42 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
     final = _write_outputs(out, condensed, selected, train, cfg, log)
 
     # 7. evaluation of DC3 (+ random and selection-only baselines) with the same protocol
-    evals = {}
-    if cfg.evaluate:
-        conditions = [("dc3", condensed, comp_info.get("digest"))]
-        if cfg.compare_selection_only and cfg.compensate.compensator != "none":
-            conditions.append(("selection_only", selected, sel_info.get("digest")))
-        if cfg.compare_random and cfg.select.method != "random":
-            d, rinfo = cache.run("random_subset", (train_fp, cfg.select.ipc, cfg.select.seed),
-                                 lambda tmp: _random_stage(train, cfg, tmp))
-            conditions.append(("random", d / "subset", rinfo.get("digest")))
-        for label, path, digest in conditions:
-            d, _ = cache.run(f"eval_{label}", (digest, val_fp, teacher_id, cfg.eval),
-                             lambda tmp, path=path: train_stage.evaluate_condensed(
-                                 cfg.eval, str(path), str(val), None if teacher_ckpt is None
-                                 else str(teacher_ckpt), str(tmp / "eval"), ipc=cfg.select.ipc))
-            evals[label] = json.loads((d / "eval" / "eval.json").read_text())
-        (out / "eval.json").write_text(json.dumps(evals, indent=2, sort_keys=True) + "\n")
+    evals = _evaluate(cache, cfg, out, evaluate_stage, condensed, comp_info, selected, sel_info,
+                      train, train_fp, val, val_fp, teacher_ckpt, teacher_id) if cfg.evaluate else {}
 
-    manifest = {
+    manifest = _manifest(cfg, cache, final, evals, teacher_ckpt, train, val,
+                         time.perf_counter() - t_start)
+    write_json(out / "manifest.json", manifest)
+    tracked_run(manifest, out, log)
+    return manifest
+
+
+def _teacher(cache: StageCache, cfg: CondenseConfig, train: Path, train_fp: str, val, val_fp,
+             need_teacher: bool, log) -> tuple[Path | None, str | None]:
+    """(checkpoint, identity) of the given teacher, or of one trained once and cached, or
+    (None, None) when nothing needs one."""
+    from . import teacher as teacher_stage
+    needed = need_teacher or cfg.evaluate and not cfg.eval.hard_labels or \
+        cfg.embed.backbone in ("teacher", "convnet3") or cfg.grad.backbone in ("teacher", "convnet3")
+    if cfg.teacher_path:
+        return Path(cfg.teacher_path), file_digest(cfg.teacher_path)
+    if not needed:
+        return None, None
+    if not val:
+        raise ConfigError("training a teacher needs val (a held-out split) or teacher_path")
+    parts = (train_fp, val_fp, cfg.teacher)
+    # Train in a stable `.work` folder (not swept like `.tmp-*`) so a killed run resumes
+    # from the last epoch's checkpoint; the stage then commits a copy of the result.
+    work = cache.path("teacher", *parts).with_suffix(".work")
+    d, _ = cache.run("teacher", parts,
+                     lambda tmp: _teacher_stage(teacher_stage, cfg, train, val, work, tmp, log))
+    return d / "teacher" / "teacher.pt", f"{train_fp}:{d.name}"
+
+
+def _manifest(cfg: CondenseConfig, cache: StageCache, final: dict, evals: dict, teacher_ckpt,
+              train: Path, val: Path | None, seconds: float) -> dict:
+    """manifest.json: resolved config, versions, machine, seeds, stages, images, color, accuracy."""
+    return {
         "config": to_dict(cfg),
         "versions": package_versions(),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
@@ -177,11 +185,33 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
         "teacher": None if teacher_ckpt is None else str(teacher_ckpt),
         # Ingested shard folders (cached stages), for callers that evaluate the set later.
         "shards": {"train": str(train), "val": None if val is None else str(val)},
-        "total_seconds": round(time.perf_counter() - t_start, 2),
+        "total_seconds": round(seconds, 2),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tracked_run(cfg, manifest, out, log)
-    return manifest
+
+
+def _evaluate(cache: StageCache, cfg: CondenseConfig, out: Path, evaluate_stage, condensed: Path,
+              comp_info: dict, selected: Path, sel_info: dict, train: Path, train_fp: str,
+              val: Path, val_fp: str, teacher_ckpt, teacher_id) -> dict:
+    """Score the condensed set, the selection alone and a random set with one protocol; each
+    evaluation is a cached stage whose MLflow run goes to out's store (not the stage's temp
+    folder, which is renamed when the stage commits)."""
+    conditions = [("dc3", condensed, comp_info.get("digest"))]
+    if cfg.compare_selection_only and cfg.compensate.compensator != "none":
+        conditions.append(("selection_only", selected, sel_info.get("digest")))
+    if cfg.compare_random and cfg.select.method != "random":
+        d, rinfo = cache.run("random_subset", (train_fp, cfg.select.ipc, cfg.select.seed),
+                             lambda tmp: _random_stage(train, cfg, tmp))
+        conditions.append(("random", d / "subset", rinfo.get("digest")))
+    evals = {}
+    for label, path, digest in conditions:
+        d, _ = cache.run(f"eval_{label}", (digest, val_fp, teacher_id, cfg.eval),
+                         lambda tmp, path=path: evaluate_stage.evaluate_condensed(
+                             cfg.eval, str(path), str(val), None if teacher_ckpt is None
+                             else str(teacher_ckpt), str(tmp / "eval"), ipc=cfg.select.ipc,
+                             tracking_out=out, log=cache.log))
+        evals[label] = json.loads((d / "eval" / "eval.json").read_text())
+    write_json(out / "eval.json", evals)
+    return evals
 
 
 def _strip(cfg):
@@ -229,35 +259,20 @@ def _check_class_sizes(train: Path, cfg: CondenseConfig) -> None:
                           "select.take_all=true")
 
 
-def _check_out_owner(out: Path, cfg: CondenseConfig) -> None:
-    """Refuse an output folder that holds another run (a different dataset source)."""
-    marker = out / "run.json"
-    me = {"data": str(Path(cfg.data).resolve()), "name": cfg.name}
-    if marker.is_file():
-        other = json.loads(marker.read_text())
-        if other.get("data") != me["data"]:
-            raise FileExistsError(f"output folder {out} holds a run on {other.get('data')}; "
-                                  "choose another `out`")
-    elif any(p for p in out.iterdir() if p.name not in ("stages", "mlflow.db")):
-        raise FileExistsError(f"output folder {out} is not empty and holds no dc3ray run; "
-                              "choose another `out`")
-    marker.write_text(json.dumps(me, indent=2) + "\n")
-
-
-def _teacher_stage(train_stage, cfg: CondenseConfig, train: Path, val: Path, work: Path,
-                   tmp: Path) -> dict:
-    info = train_stage.train_teacher(cfg.teacher, str(train), str(val), str(work))
+def _teacher_stage(teacher_stage, cfg: CondenseConfig, train: Path, val: Path, work: Path,
+                   tmp: Path, log=print) -> dict:
+    info = teacher_stage.train_teacher(cfg.teacher, str(train), str(val), str(work), log=log)
     (tmp / "teacher").mkdir()
-    for name in (train_stage.TEACHER_FILE, train_stage.TEACHER_JSON):
+    for name in (teacher_stage.TEACHER_FILE, teacher_stage.TEACHER_JSON):
         shutil.copy2(work / name, tmp / "teacher" / name)
     return {"val_top1": info["val_top1"], "epochs": info["epochs_done"], "wall_s": info["wall_s"]}
 
 
-def _features_stage(select_stage, train, embed_cfg, grad_cfg, sel, tmp: Path) -> dict:
-    path = select_stage.compute_features(
+def _features_stage(features_stage, train, embed_cfg, grad_cfg, sel, tmp: Path) -> dict:
+    path = features_stage.compute_features(
         str(train), embed_cfg, grad_cfg, str(tmp / "features"),
-        need_embedding=sel.method in select_stage.EMBEDDING_METHODS,
-        need_gradients=sel.method in select_stage.GRADIENT_METHODS, faithful=sel.faithful)
+        need_embedding=sel.method in features_stage.EMBEDDING_METHODS,
+        need_gradients=sel.method in features_stage.GRADIENT_METHODS, faithful=sel.faithful)
     import pyarrow.parquet as pq
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(path).glob("*.parquet"))
     return {"rows": rows}
@@ -329,7 +344,19 @@ def _write_outputs(out: Path, condensed: Path, selected: Path, train: Path,
     sets = {"selected": sel_arr, "condensed": comp_arr}
     report = color.color_report(sets)
     color.plot_color_kde(sets, out / "colors.png")
-    (out / "colors.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / "colors.json", report)
     counts = {str(k): v for k, v in sorted(per_class.items())}
     log(f"[outputs] {len(images)} images in {len(counts)} classes -> {out}/condensed, {out}/images")
     return {"counts": counts, "images": images, "color": report}
+
+
+def condense_command(cfg: CondenseConfig, log=print) -> int:
+    """`dc3ray condense`: run the job and print where things went and the accuracy table."""
+    from .demo import format_table
+    manifest = condense(cfg, log=log)
+    log(f"condensed set: {cfg.out}/condensed (Parquet), {cfg.out}/images (ImageFolder); "
+        f"manifest: {cfg.out}/manifest.json")
+    if manifest.get("eval"):
+        log(format_table(manifest["eval"], ipc=cfg.select.ipc, seeds=cfg.eval.seeds,
+                         epochs=cfg.eval.epochs))
+    return 0

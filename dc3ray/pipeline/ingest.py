@@ -10,10 +10,11 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 
-from ..config import IngestConfig
+from ..config import InfoCommand, IngestCommand, IngestConfig
 from ..core import schema
 from ..core.shards import shard_files, write_shards_atomic
 from ..core.sources import SourceError, read_class_map, scan_source
@@ -125,3 +126,16 @@ def format_info(info: dict) -> str:
     for s in info["skipped"][:20]:
         lines.append(f"  {s['path']}: {s['reason']}")
     return "\n".join(lines)
+
+
+def ingest_command(cmd: IngestCommand, log: Callable[[str], None] = print) -> int:
+    """`dc3ray ingest`."""
+    ingest(cmd.src, cmd.out, cmd.ingest, split=cmd.split, log=log)
+    return 0
+
+
+def info_command(cmd: InfoCommand, log: Callable[[str], None] = print) -> int:
+    """`dc3ray info`."""
+    info = dataset_info(cmd.path)
+    log(json.dumps(info, indent=2) if cmd.json else format_info(info))
+    return 0

@@ -1,19 +1,16 @@
-"""DC3 selection on Ray: features via actor pools, one selection task per class, the subset.
+"""The selection stage: one Ray task per class runs core.select_class on that class's features;
+then the selected rows are materialised as a condensed shard folder.
 
-Thin adapters only: the maths lives in dc3ray.core.features and dc3ray.core.selection.
-
-    compute_features   Ray Data: shards -> Embedder -> GradientFeaturizer -> features Parquet
     select_per_class   Ray tasks: one core.select_class call per class -> manifest Parquet
     materialise_subset manifest + source shards -> condensed shards (original bytes)
-    run_selection      the three in a row, with timings
+    run_selection      features (features.py) + the two above, with timings (`dc3ray select`)
 """
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -22,229 +19,27 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
 
-from ..config import EmbedConfig, GradConfig, SelectConfig, from_dict, to_dict
+from ..config import EmbedConfig, GradConfig, SelectCommand, SelectConfig, from_dict, to_dict
 from ..core import schema
+from ..core.atomic import write_json, write_parquet
 from ..core.datasets import is_shard_dir, load_class_map, load_table
-from ..core.imageio import decode_batch, decode_rgb
 from ..core.selection import manifest_table, select_class
-from ..core.shards import atomic_dir, shard_files
-from ..core.shards import read_shards as read_image_shards  # in the driver (.io's: Ray Data)
-from .io import read_shards, write_table_atomic
-from .resources import actor_pool_kwargs
+from ..core.shards import shard_files
+from ..errors import ConfigError, DataError
+from .features import (
+    EMBEDDING_METHODS,
+    GRADIENT_METHODS,
+    E,
+    H,
+    compute_features,
+    key_label_table,
+    list_column,
+    read_features,
+)
+from .io import write_table_atomic
 
-E = "e"
-H = "h"
 MANIFEST_FILE = "manifest.parquet"
 SELECTION_INFO_FILE = "selection.json"
-FEATURES_INFO_FILE = "features.json"
-
-EMBEDDING_METHODS = ("dc3", "herding", "kcenter", "centroid")
-GRADIENT_METHODS = ("dc3", "graphcut", "facility")
-
-
-def _device() -> str:
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _decode(images, size: int | None, keys=None) -> np.ndarray:
-    """Encoded bytes column -> uint8 (N, size, size, 3); size=None keeps the stored size.
-    A bad image raises ImageDecodeError naming its key."""
-    blobs = [bytes(b) for b in images]
-    if size is not None:
-        return decode_batch(blobs, size, keys=None if keys is None else list(keys))
-    arrs = [decode_rgb(b) for b in blobs]
-    shapes = {a.shape for a in arrs}
-    if len(shapes) > 1:
-        raise ValueError(f"images of one batch have different sizes {sorted(shapes)[:3]}; the "
-                         "faithful VAE embeds stored sizes, so ingest images at one size")
-    return np.stack(arrs) if arrs else np.zeros((0, 1, 1, 3), np.uint8)
-
-
-# --------------------------------------------------------------------------------------------
-# Actors (no Ray calls inside: testable by calling them on a dict batch)
-# --------------------------------------------------------------------------------------------
-
-class Embedder:
-    """map_batches actor: {key, label, image, ...} -> {key, label, embedding (N, D), *keep}."""
-
-    def __init__(self, cfg_dict: dict, faithful: bool = False, keep: tuple[str, ...] = ()):
-        from ..core.features import build_embedder
-        self.model = build_embedder(from_dict(EmbedConfig, cfg_dict), _device(), faithful=faithful)
-        self.keep = tuple(keep)
-
-    def __call__(self, batch: dict) -> dict:
-        emb = self.model(_decode(batch[schema.IMAGE], self.model.input_size, batch[schema.KEY]))
-        out = {schema.KEY: batch[schema.KEY], schema.LABEL: batch[schema.LABEL],
-               schema.EMBEDDING: emb}
-        out.update({c: batch[c] for c in self.keep})
-        return out
-
-
-class GradientFeaturizer:
-    """map_batches actor: {key, label, image, ...} -> {key, label, e (N, C), h (N, D), *keep}.
-
-    embedding_from_h=True also returns h as the embedding column (used when the embedding
-    backbone is the same model: one forward pass instead of two).
-    """
-
-    def __init__(self, cfg_dict: dict, num_classes: int, faithful: bool = False,
-                 keep: tuple[str, ...] = (), embedding_from_h: bool = False):
-        from ..core.features import build_grad_model
-        self.model = build_grad_model(from_dict(GradConfig, cfg_dict), num_classes, _device(),
-                                      faithful=faithful)
-        self.keep = tuple(keep)
-        self.embedding_from_h = embedding_from_h
-
-    def __call__(self, batch: dict) -> dict:
-        images = _decode(batch[schema.IMAGE], self.model.input_size, batch[schema.KEY])
-        e, h = self.model(images, np.asarray(batch[schema.LABEL], np.int64))
-        out = {schema.KEY: batch[schema.KEY], schema.LABEL: batch[schema.LABEL], E: e, H: h}
-        if self.embedding_from_h:
-            out[schema.EMBEDDING] = h
-        out.update({c: batch[c] for c in self.keep})
-        return out
-
-
-def shares_backbone(embed_cfg: EmbedConfig, grad_cfg: GradConfig) -> bool:
-    """True when the embedding is the gradient model's h (same network, weights and size)."""
-    return (embed_cfg.backbone == grad_cfg.backbone and embed_cfg.model_path == grad_cfg.model_path
-            and embed_cfg.image_size == grad_cfg.image_size)
-
-
-def _to_arrow_lists(batch: dict) -> pa.Table:
-    """numpy batch -> Arrow table with 2-D float columns as list<float32> (plain Parquet lists)."""
-    cols = {}
-    for name, arr in batch.items():
-        arr = np.asarray(arr)
-        if arr.ndim == 2 and arr.dtype.kind == "f":
-            flat = pa.array(np.ascontiguousarray(arr, np.float32).reshape(-1))
-            offsets = pa.array(np.arange(0, arr.size + 1, arr.shape[1], dtype=np.int32))
-            cols[name] = pa.ListArray.from_arrays(offsets, flat)
-        elif name == schema.KEY:
-            cols[name] = pa.array([str(k) for k in arr], pa.string())
-        elif name == schema.LABEL:
-            cols[name] = pa.array(arr.astype(np.int64))
-        else:
-            cols[name] = pa.array(list(arr))
-    return pa.table(cols)
-
-
-# --------------------------------------------------------------------------------------------
-# Features
-# --------------------------------------------------------------------------------------------
-
-def _feature_files(path: str | Path) -> list[str]:
-    p = Path(path)
-    files = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
-    if not files or not files[0].exists():
-        raise FileNotFoundError(f"features {p} hold no Parquet files; run compute_features first")
-    return [str(f) for f in files]
-
-
-def read_features(path: str | Path, label: int | None = None,
-                  columns: list[str] | None = None) -> pa.Table:
-    """Features Parquet (all rows or one label's) as an Arrow table in (label, key) order; row
-    groups of other labels are skipped by their statistics (compute_features writes each file
-    from a stretch of label-ordered rows, so a class sits in few row groups)."""
-    dataset = pads.dataset(_feature_files(path), format="parquet")
-    flt = pc.field(schema.LABEL) == int(label) if label is not None else None
-    table = dataset.to_table(columns=columns, filter=flt)
-    if schema.KEY not in table.column_names:
-        return table
-    # Files come in write order, not row order, when compute_features skipped its sort.
-    return table.sort_by([(schema.LABEL, "ascending"), (schema.KEY, "ascending")])
-
-
-def list_column(table: pa.Table, name: str) -> np.ndarray | None:
-    """A list<float32> column -> float32 (N, D); None when the column is absent."""
-    if name not in table.column_names:
-        return None
-    col = table.column(name).combine_chunks()
-    n = len(col)
-    if n == 0:
-        return np.zeros((0, 0), np.float32)
-    values = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    if values.size % n:
-        raise ValueError(f"feature column {name!r} has rows of different lengths")
-    return values.reshape(n, values.size // n)
-
-
-def in_label_key_order(dataset_path: str | Path) -> bool:
-    """True when the shards, read in file order, are sorted by (label, key), as ingest writes
-    them (checked on the key and label columns only)."""
-    t = read_image_shards(dataset_path, required=None, columns=[schema.KEY, schema.LABEL])
-    if t.num_rows < 2:
-        return True
-    labels, keys = t.column(schema.LABEL).combine_chunks(), t.column(schema.KEY).combine_chunks()
-    l0, l1, k0, k1 = labels[:-1], labels[1:], keys[:-1], keys[1:]
-    ordered = pc.or_(pc.less(l0, l1), pc.and_(pc.equal(l0, l1), pc.less_equal(k0, k1)))
-    return bool(pc.all(ordered).as_py())
-
-
-def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg: GradConfig,
-                     out_dir: str | Path, *, need_embedding: bool = True,
-                     need_gradients: bool = True, faithful: bool = False) -> Path:
-    """Write key, label[, embedding][, e, h] (list<float32>) for every image of `dataset_path`.
-
-    Ray Data streams the shards through an Embedder pool (embed_cfg) then a GradientFeaturizer
-    pool (grad_cfg). When both name the same backbone, weights and image size, the embedding
-    is the gradient model's h (fp32) and the Embedder pool is skipped: one forward pass.
-    A per-class read must touch few files: shards already in (label, key) order (ingest's) are
-    written block by block as they stream, each file a stretch of label-ordered rows; others are
-    sorted by (label, key) into one file per class first (a shuffle: 7-10 s even for 60 images on
-    2 cores). read_features returns rows in (label, key) order either way. The folder is
-    committed atomically and holds class_map.json and features.json.
-    """
-    class_map = load_class_map(dataset_path)
-    num_classes = max(class_map.values()) + 1
-    shared = need_embedding and need_gradients and shares_backbone(embed_cfg, grad_cfg)
-    # Several blocks per actor, so every actor of a pool of k > 1 has work.
-    actors = max(embed_cfg.num_actors if need_embedding and not shared else 0,
-                 grad_cfg.num_actors if need_gradients else 0)
-    ds = read_shards(dataset_path, columns=[schema.KEY, schema.LABEL, schema.IMAGE],
-                     min_blocks=4 * actors if actors > 1 else 1)
-    if need_embedding and not shared:
-        ds = ds.map_batches(
-            Embedder, batch_format="numpy", batch_size=embed_cfg.batch_size,
-            fn_constructor_kwargs=dict(cfg_dict=to_dict(embed_cfg), faithful=faithful,
-                                       keep=(schema.IMAGE,) if need_gradients else ()),
-            **actor_pool_kwargs(embed_cfg.num_actors, embed_cfg.num_cpus_per_actor))
-    if need_gradients:
-        ds = ds.map_batches(
-            GradientFeaturizer, batch_format="numpy", batch_size=grad_cfg.batch_size,
-            fn_constructor_kwargs=dict(cfg_dict=to_dict(grad_cfg), num_classes=num_classes,
-                                       faithful=faithful, embedding_from_h=shared,
-                                       keep=(schema.EMBEDDING,) if need_embedding and not shared
-                                       else ()),
-            **actor_pool_kwargs(grad_cfg.num_actors, grad_cfg.num_cpus_per_actor))
-    if not (need_embedding or need_gradients):
-        ds = ds.select_columns([schema.KEY, schema.LABEL])
-    ds = ds.map_batches(_to_arrow_lists, batch_format="numpy")
-    needs_sort = not in_label_key_order(dataset_path)
-    if needs_sort:
-        # One sort partition per class (not Ray's default 200): each class lands in its own file.
-        ds = ds.sort([schema.LABEL, schema.KEY], boundaries=list(range(1, num_classes)) or None)
-    info = {"dataset": str(Path(dataset_path).resolve()), "num_classes": num_classes,
-            "embed": to_dict(embed_cfg) if need_embedding else None,
-            "grad": to_dict(grad_cfg) if need_gradients else None, "faithful": faithful,
-            "embedding_is_h": shared, "sorted": needs_sort}
-    with atomic_dir(out_dir, overwrite=True) as tmp:
-        ds.write_parquet(str(tmp))
-        (tmp / schema.CLASS_MAP_FILE).write_text(json.dumps(class_map, indent=2, sort_keys=True))
-        (tmp / FEATURES_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
-    return Path(out_dir)
-
-
-def key_label_table(dataset_path: str | Path, out_dir: str | Path) -> Path:
-    """The 'features' of model-free methods (random): key and label only, no Ray Data pass."""
-    table = load_table(dataset_path).select([schema.KEY, schema.LABEL])
-    table = table.sort_by([(schema.LABEL, "ascending"), (schema.KEY, "ascending")])
-    with atomic_dir(out_dir, overwrite=True) as tmp:
-        pq.write_table(table, tmp / schema.shard_name(0))
-        (tmp / schema.CLASS_MAP_FILE).write_text(
-            json.dumps(load_class_map(dataset_path), indent=2, sort_keys=True))
-    return Path(out_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,16 +59,6 @@ def _select_one_class(features_path: str, label: int, cfg_dict: dict,
 _select_task = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=True)(_select_one_class)
 
 
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def select_per_class(features_path: str | Path, select_cfg: SelectConfig, out_dir: str | Path,
                      *, max_retries: int = 2, show_progress: bool = True) -> Path:
     """Run core.select_class for every class as Ray tasks; returns out_dir/manifest.parquet.
@@ -291,7 +76,7 @@ def select_per_class(features_path: str | Path, select_cfg: SelectConfig, out_di
     labels = np.asarray(read_features(features_path, columns=[schema.LABEL])
                         .column(schema.LABEL).to_numpy(zero_copy_only=False), np.int64)
     if labels.size == 0:
-        raise ValueError(f"features {features_path} hold no rows")
+        raise DataError(f"features {features_path} hold no rows")
     classes, counts = np.unique(labels, return_counts=True)
     cmap_file = Path(features_path) / schema.CLASS_MAP_FILE
     names = ({int(v): k for k, v in json.loads(cmap_file.read_text()).items()}
@@ -304,7 +89,7 @@ def select_per_class(features_path: str | Path, select_cfg: SelectConfig, out_di
     small = [(int(c), int(n)) for c, n in zip(classes, counts) if n < select_cfg.ipc]
     if small and not select_cfg.take_all:
         c, n = small[0]
-        raise ValueError(f"class {who(c)} has {n} images but select.ipc={select_cfg.ipc} "
+        raise ConfigError(f"class {who(c)} has {n} images but select.ipc={select_cfg.ipc} "
                          f"({len(small)} class(es) too small); lower select.ipc or set "
                          "select.take_all=true")
 
@@ -339,12 +124,12 @@ def select_per_class(features_path: str | Path, select_cfg: SelectConfig, out_di
     table = manifest_table(rows)
     out = Path(out_dir)
     manifest = out / MANIFEST_FILE
-    _write_parquet_atomic(table, manifest)
+    write_parquet(table, manifest)
     per_class = {str(int(c)): int(n) for c, n in
                  zip(*np.unique(table.column(schema.LABEL).to_numpy(), return_counts=True))}
     info = {"features": features_path, "select": cfg_dict, "rows": table.num_rows,
             "per_class": per_class, "seconds": round(time.perf_counter() - t0, 3)}
-    (out / SELECTION_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    write_json(out / SELECTION_INFO_FILE, info)
     return manifest
 
 
@@ -373,7 +158,7 @@ def materialise_subset(source_path: str | Path, manifest_path: str | Path,
     found = {k: i for i, k in enumerate(table.column(schema.KEY).to_pylist())}
     missing = [k for k in keys if k not in found]
     if missing:
-        raise ValueError(f"{len(missing)} selected key(s) are not in {source_path}, e.g. "
+        raise DataError(f"{len(missing)} selected key(s) are not in {source_path}, e.g. "
                          f"{missing[:3]}; was the manifest made from this dataset?")
     table = table.take(pa.array([found[k] for k in keys], pa.int64())).cast(schema.IMAGE_SCHEMA)
     extra = {schema.CLASS_MAP_FILE: load_class_map(source_path),
@@ -416,7 +201,15 @@ def run_selection(data_path: str | Path, embed_cfg: EmbedConfig, grad_cfg: GradC
             "timings": {k: round(v, 3) for k, v in timings.items()}, "rows": rows}
 
 
-__all__ = ["Embedder", "GradientFeaturizer", "shares_backbone", "compute_features",
-           "key_label_table",
-           "read_features", "list_column",
-           "select_per_class", "materialise_subset", "run_selection", "MANIFEST_FILE"]
+def select_command(cmd: SelectCommand, log: Callable[[str], None] = print) -> int:
+    """`dc3ray select`: features, per-class selection and the condensed shards under cmd.out."""
+    from .resources import configure_data_context, init_ray
+    init_ray()
+    configure_data_context()
+    res = run_selection(cmd.data, cmd.embed, cmd.grad, cmd.select, cmd.out)
+    log(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+__all__ = ["select_per_class", "materialise_subset", "run_selection", "select_command",
+           "MANIFEST_FILE"]

@@ -32,9 +32,21 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import (CondenseConfig, SweepConfig, condensation_id, flatten_dotted, from_dict,
-                      load_sweep_config, set_dotted, sweep_from_dict, to_dict)
-from ..core.shards import atomic_dir
+from ..config import (
+    CondenseConfig,
+    SweepCommand,
+    SweepConfig,
+    condensation_id,
+    deep_merge,
+    from_dict,
+    load_sweep_config,
+    nest_dotted,
+    sweep_from_dict,
+    to_dict,
+)
+from ..core.atomic import atomic_dir, write_json
+from .outputs import claim_output
+from .tracking import ensure_experiment, scoped_env
 
 SWEEP_FILE = "sweep.json"
 SET_FILE = "set.json"
@@ -97,25 +109,23 @@ def run_sweep(sweep_cfg: SweepConfig | dict | str | Path, out_dir: str | Path | 
     out = Path(out_dir if out_dir is not None else sweep.out).resolve()
     sweep = dataclasses.replace(sweep, out=str(out))
     out.mkdir(parents=True, exist_ok=True)
-    _claim_out(out, sweep)
+    claim_output(out, SWEEP_FILE, to_dict(sweep), what="sweep",
+                 ignore=("out", "max_concurrent_trials", "base.out", "base.num_cpus"))
     init_ray(num_cpus=sweep.base.num_cpus)
 
     # One MLflow store for the whole sweep (condense runs, trial runs, per-seed eval runs): the
     # user's MLFLOW_TRACKING_URI, else <out>/mlflow.db. condense() and evaluate_condensed read it
     # from the environment; mlflow.set_experiment() also writes MLFLOW_EXPERIMENT_ID there, which
     # the Tune callback would pick over our experiment name: both are restored afterwards.
-    saved = {k: os.environ.get(k) for k in _MLFLOW_ENV}
     uri = tracking_uri(out)
     experiment = experiment_name(sweep)
-    try:
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        _ensure_experiment(uri, experiment, out)
-        _ensure_experiment(uri, experiment + "-evals", out)
+    with scoped_env(MLFLOW_TRACKING_URI=uri):
+        ensure_experiment(uri, experiment, out)
+        ensure_experiment(uri, experiment + "-evals", out)
+        experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
         sets = condense_sets(sweep, out, log)
-        _restore_env({"MLFLOW_EXPERIMENT_ID": saved["MLFLOW_EXPERIMENT_ID"]})
-        return _tune(sweep, out, sets, uri, experiment, log)
-    finally:
-        _restore_env(saved)
+        with scoped_env(MLFLOW_EXPERIMENT_ID=experiment_id):
+            return _tune(sweep, out, sets, uri, experiment, log)
 
 
 def _tune(sweep: SweepConfig, out: Path, sets: dict, uri: str, experiment: str,
@@ -171,31 +181,6 @@ def _tune(sweep: SweepConfig, out: Path, sets: dict, uri: str, experiment: str,
             "failed": failed, "csv": str(csv_path), "png": str(png_path)}
 
 
-def _claim_out(out: Path, sweep: SweepConfig) -> None:
-    """Write sweep.json, or refuse an `out` that holds a sweep with other settings."""
-    marker = out / SWEEP_FILE
-    me = {"identity": sweep.identity(), "sweep": to_dict(sweep)}
-    if marker.is_file():
-        other = json.loads(marker.read_text())
-        if other.get("identity") != me["identity"]:
-            diff = _diff(flatten_dotted(other.get("sweep", {})),
-                         flatten_dotted(json.loads(json.dumps(me["sweep"]))))
-            raise FileExistsError(
-                f"output folder {out} holds another sweep ({diff}); rerun with the same settings "
-                "to resume it, or choose another out")
-    elif any(out.iterdir()):
-        raise FileExistsError(f"output folder {out} is not empty and holds no dc3ray sweep; "
-                              "choose another out")
-    marker.write_text(json.dumps(me, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def _diff(old: dict, new: dict) -> str:
-    keys = [k for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and k not in ("out", "max_concurrent_trials",
-                                                      "base.out", "base.num_cpus")]
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:5]) or "other settings"
-
-
 def condense_sets(sweep: SweepConfig, out: Path, log: Callable[[str], None] = print
                   ) -> dict[str, dict]:
     """Condense each distinct condensation point once; {set id: set info} (see set.json).
@@ -237,30 +222,9 @@ def condense_sets(sweep: SweepConfig, out: Path, log: Callable[[str], None] = pr
                 "ipc": cfg.select.ipc, "num_images": len(manifest["images"]),
                 "condense_s": manifest["total_seconds"],
             }
-            (tmp / SET_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+            write_json(tmp / SET_FILE, info)
         sets[set_id] = {**info, "cached": False}
     return sets
-
-
-_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
-
-
-def _restore_env(values: dict[str, str | None]) -> None:
-    for k, v in values.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-def _ensure_experiment(uri: str, name: str, out: Path) -> None:
-    """Create experiment `name`; in our own store with artifacts under out/mlartifacts (not the cwd)."""
-    import mlflow
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(name) is None:
-        ours = uri == f"sqlite:///{out}/mlflow.db"
-        client.create_experiment(name, artifact_location=(out / "mlartifacts").as_uri()
-                                 if ours else None)
 
 
 def _close_orphan_runs(uri: str, experiment: str, log: Callable[[str], None]) -> None:
@@ -334,12 +298,10 @@ def evaluate_trial(config: dict, *, base: dict, sets: dict, cpu_budget: float, t
     """
     from ray import tune
 
-    from .train import evaluate_condensed, even_cpu_share
+    from .evaluate import evaluate_condensed
+    from .raytrain import even_cpu_share
 
-    data = base
-    for k, v in config.items():
-        data = set_dotted(data, k, v)
-    cfg = from_dict(CondenseConfig, data)
+    cfg = from_dict(CondenseConfig, deep_merge(base, nest_dotted(config)))
     set_id = condensation_id(cfg)
     if set_id not in sets:
         raise KeyError(f"grid point {config} has no condensed set ({set_id}); rerun the sweep so "
@@ -366,7 +328,7 @@ def _finished_eval(trial_dir: Path, cfg: CondenseConfig, info: dict) -> dict | N
     Tune saves its experiment state every few seconds: a sweep killed just after a trial ended
     reruns that trial on resume, and this makes the rerun report without retraining.
     """
-    from .train import EVAL_JSON
+    from .evaluate import EVAL_JSON
     f = trial_dir / EVAL_JSON
     if not f.is_file():
         return None
@@ -480,3 +442,9 @@ def _plot(rows: list[dict], keys: list[str], metric: str, path: Path, title: str
 
 __all__ = ["load_sweep", "run_sweep", "condense_sets", "evaluate_trial", "rank_rows",
            "format_table", "write_results", "experiment_name"]
+
+
+def sweep_command(cmd: SweepCommand, log: Callable[[str], None] = print) -> int:
+    """`dc3ray sweep`: 1 when a trial failed (rerun the same command to retry it)."""
+    res = run_sweep(load_sweep(cmd.config, list(cmd.set)), cmd.out, log=log)
+    return 1 if res["failed"] else 0

@@ -88,7 +88,8 @@ def test_instructpix2pix_actor_pool_compensates_64_real_images(ray_session, shar
 
 @pytest.mark.ray
 def test_classical_and_none_stages_and_the_colors_report(ray_session, shards64, tmp_path):
-    from dc3ray.pipeline.compensate import colors_command, compensate_dataset
+    from dc3ray.pipeline.colors import color_sets
+    from dc3ray.pipeline.compensate import compensate_dataset
 
     info = compensate_dataset(str(shards64), CompensateConfig(compensator="classical"), str(tmp_path / "cl"))
     assert info["rows"] == 64
@@ -105,7 +106,7 @@ def test_classical_and_none_stages_and_the_colors_report(ray_session, shards64, 
                                                    none.column(schema.IMAGE).to_pylist()))
 
     lines = []
-    rows = colors_command([str(shards64), str(tmp_path / "cl")], str(tmp_path / "colors.png"),
+    rows = color_sets([str(shards64), str(tmp_path / "cl")], str(tmp_path / "colors.png"),
                           log=lines.append)
     assert [r["name"] for r in rows] == ["selected", "cl"] and all(r["images"] == 64 for r in rows)
     assert rows[0]["colorfulness"] != rows[1]["colorfulness"]

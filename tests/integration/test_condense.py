@@ -74,14 +74,23 @@ def test_full_condense_with_tiny_diffusion_writes_every_output(
     assert any(line.startswith("[select] done") and "rows/s" in line for line in logs)
 
     import mlflow
-    mlflow.set_tracking_uri(f"sqlite:///{out.resolve()}/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=["dc3ray-cifar10"], output_format="list")
+    # A client, not mlflow.set_tracking_uri: that one also sets MLFLOW_TRACKING_URI in
+    # os.environ, which would send every later test's runs to this store.
+    client = mlflow.MlflowClient(f"sqlite:///{out.resolve()}/mlflow.db")
+    exp = client.get_experiment_by_name("dc3ray-cifar10")
+    runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1
     run = runs[0]
     assert run.data.params["select.ipc"] == "2"
     assert "acc.dc3.final_mean" in run.data.metrics and "time.select_s" in run.data.metrics
-    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"manifest.json", "samples.png", "colors.png"} <= arts
+    # Each evaluation's MLflow run is recorded in the run's own store, not in the stage's temp
+    # folder (renamed away when the stage commits).
+    evals = json.loads((out / "eval.json").read_text())
+    for label, ev in evals.items():
+        assert ev["mlflow"]["tracking_uri"] == f"sqlite:///{out.resolve()}/mlflow.db", label
+        assert mlflow.MlflowClient(ev["mlflow"]["tracking_uri"]).get_run(ev["mlflow"]["run_id"])
 
 
 def test_changing_only_the_blend_mode_reruns_only_compensation(

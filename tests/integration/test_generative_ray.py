@@ -2,6 +2,7 @@
 that is stopped and resumed, then sampling to shards and FID/KID against real CIFAR-10 val images."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -24,31 +25,36 @@ def one_per_class(src, out):
 
 def test_finetune_stops_resumes_then_generates_shards_with_fid(
         ray_session, cifar_small_shards, cifar_val_shards, tmp_path):
+    from dc3ray.config import FinetuneConfig, GenerateConfig
     from dc3ray.core.tiny_diffusion import build_tiny_text2img
-    from dc3ray.pipeline.generative import (GENERATED_SCHEMA, fid_command, finetune_diffusion,
-                                            generate_images)
+    from dc3ray.pipeline.fid import compare_image_sets
+    from dc3ray.pipeline.finetune import finetune_diffusion
+    from dc3ray.pipeline.generate import GENERATED_SCHEMA, generate_images
 
     base = build_tiny_text2img(tmp_path / "sd", seed=0, channels=(16, 32))
     condensed = one_per_class(cifar_small_shards, tmp_path / "condensed")
     real = one_per_class(cifar_val_shards, tmp_path / "real")
     out = tmp_path / "ft"
-    kw = dict(steps=4, lr=1e-3, rank=4, batch_size=4, resolution=32, workers=1, use_gpu=False,
-              cpus_per_worker=1, checkpoint_every=2, seed=0, log=lambda *_: None)
+    cfg = FinetuneConfig(str(condensed), str(base), str(out), steps=4, lr=1e-3, rank=4,
+                         batch_size=4, resolution=32, workers=1, use_gpu=False,
+                         checkpoint_every=2, seed=0)
+    kw = dict(cpus_per_worker=1, log=lambda *_: None)
 
-    first = finetune_diffusion(condensed, base, out, stop_after=2, **kw)      # "interrupted"
+    first = finetune_diffusion(dataclasses.replace(cfg, stop_after=2), **kw)   # "interrupted"
     assert (first["steps_done"], first["resumed_from_step"], first["complete"]) == (2, 0, False)
     with pytest.raises(ValueError, match="lr"):                               # checked before Ray starts
-        finetune_diffusion(condensed, base, out, **{**kw, "lr": 1e-2})
-    second = finetune_diffusion(condensed, base, out, **kw)
+        finetune_diffusion(dataclasses.replace(cfg, lr=1e-2), **kw)
+    second = finetune_diffusion(cfg, **kw)
     assert (second["steps_done"], second["resumed_from_step"], second["steps_this_call"]) == (4, 2, 2)
     assert [h[0] for h in second["history"]] == [1, 2, 3, 4] and second["complete"]
     assert (out / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert json.loads((out / "finetune.json").read_text())["class_map"]["truck"] == 9
-    assert finetune_diffusion(condensed, base, out, **kw)["steps_this_call"] == 0    # already done
+    assert finetune_diffusion(cfg, **kw)["steps_this_call"] == 0    # already done
 
     gen = tmp_path / "gen"
-    entry = generate_images(base, gen, lora=out / "lora", n_per_class=1, size=16, steps=2, seed=0,
-                            real=real, use_gpu=False, fid_cache_dir=tmp_path / "feats", log=lambda *_: None)
+    entry = generate_images(GenerateConfig(str(base), str(gen), lora=str(out / "lora"), n_per_class=1,
+                                           size=16, steps=2, seed=0, real=str(real), use_gpu=False),
+                            fid_cache_dir=tmp_path / "feats", log=lambda *_: None)
     table = read_shards(gen / "generated")
     assert table.schema.equals(GENERATED_SCHEMA, check_metadata=False)
     assert table.num_rows == entry["num_images"] == 10
@@ -60,7 +66,7 @@ def test_finetune_stops_resumes_then_generates_shards_with_fid(
     assert np.isfinite(manifest["fid"]["fid"]) and manifest["fid"]["fid"] > 0
     assert (gen / "samples.png").is_file() and (gen / "mlflow.db").is_file()
     # The stand-alone command finds both sets' features in the cache the Ray task filled.
-    res = fid_command(gen / "generated", real, tmp_path / "fid.json", cache_dir=tmp_path / "feats",
-                      device="cpu", log=lambda *_: None)
+    res = compare_image_sets(gen / "generated", real, tmp_path / "fid.json",
+                             cache_dir=tmp_path / "feats", device="cpu", log=lambda *_: None)
     assert res["fid"] == pytest.approx(manifest["fid"]["fid"], rel=1e-9)
     assert json.loads((tmp_path / "fid.json").read_text())["kid"] == res["kid"]

@@ -34,7 +34,7 @@ def real_batch(cifar_root, n=6) -> dict:
 # ------------------------------------------------------------------ actors without Ray
 
 def test_embedder_actor_works_on_a_plain_dict_batch(cifar_root):
-    from dc3ray.pipeline.select import Embedder
+    from dc3ray.pipeline.features import Embedder
     b = real_batch(cifar_root)
     out = Embedder(to_dict(EMBED), keep=(schema.IMAGE,))(b)
     assert out[schema.EMBEDDING].shape == (6, 1280)
@@ -43,7 +43,7 @@ def test_embedder_actor_works_on_a_plain_dict_batch(cifar_root):
 
 
 def test_gradient_featurizer_actor_works_on_a_plain_dict_batch(cifar_root):
-    from dc3ray.pipeline.select import GradientFeaturizer
+    from dc3ray.pipeline.features import GradientFeaturizer
     out = GradientFeaturizer(to_dict(GRAD), num_classes=10)(real_batch(cifar_root))
     assert out["e"].shape == (6, 10) and out["h"].shape == (6, 1280)
     assert set(out) == {schema.KEY, schema.LABEL, "e", "h"}
@@ -51,7 +51,7 @@ def test_gradient_featurizer_actor_works_on_a_plain_dict_batch(cifar_root):
 
 
 def test_gradient_featurizer_can_return_h_as_the_embedding(cifar_root):
-    from dc3ray.pipeline.select import GradientFeaturizer, shares_backbone
+    from dc3ray.pipeline.features import GradientFeaturizer, shares_backbone
     out = GradientFeaturizer(to_dict(GRAD), num_classes=10, embedding_from_h=True)(
         real_batch(cifar_root, 2))
     np.testing.assert_array_equal(out[schema.EMBEDDING], out["h"])
@@ -78,7 +78,7 @@ def features(run):
 
 @pytest.mark.ray
 def test_features_hold_every_image_with_list_columns(features, cifar_small_shards):
-    from dc3ray.pipeline.select import list_column, read_features
+    from dc3ray.pipeline.features import list_column, read_features
     t = read_features(features)
     assert t.num_rows == 200
     for name, dim in ((schema.EMBEDDING, 1280), ("e", 10), ("h", 1280)):
@@ -133,7 +133,8 @@ def test_ipc_above_class_size_fails_naming_the_class(features, tmp_path):
 
 @pytest.mark.ray
 def test_a_failing_class_task_is_reported_by_class_name(features, tmp_path):
-    from dc3ray.pipeline.select import read_features, select_per_class
+    from dc3ray.pipeline.features import read_features
+    from dc3ray.pipeline.select import select_per_class
     # Poison one class: NaN embeddings make KMeans raise inside that class's task.
     t = read_features(features)
     emb = t.column(schema.EMBEDDING).to_pylist()
@@ -152,7 +153,8 @@ def test_a_failing_class_task_is_reported_by_class_name(features, tmp_path):
 
 @pytest.mark.ray
 def test_centroid_on_the_features_picks_the_images_nearest_each_class_mean(features, tmp_path):
-    from dc3ray.pipeline.select import list_column, read_features, select_per_class
+    from dc3ray.pipeline.features import list_column, read_features
+    from dc3ray.pipeline.select import select_per_class
     manifest = pq.read_table(select_per_class(features, SelectConfig(method="centroid", ipc=2),
                                               tmp_path, show_progress=False))
     for label in (0, 7):
@@ -168,7 +170,8 @@ def test_centroid_on_the_features_picks_the_images_nearest_each_class_mean(featu
 def test_random_method_needs_no_model_and_matches_random_subset(cifar_small_shards, ray_session,
                                                                 tmp_path):
     from dc3ray.core.selection import random_subset
-    from dc3ray.pipeline.select import key_label_table, select_per_class
+    from dc3ray.pipeline.features import key_label_table
+    from dc3ray.pipeline.select import select_per_class
     feats = key_label_table(cifar_small_shards, tmp_path / "f")
     manifest = select_per_class(feats, SelectConfig(method="random", ipc=4, seed=9), tmp_path / "m",
                                 show_progress=False)
@@ -177,7 +180,7 @@ def test_random_method_needs_no_model_and_matches_random_subset(cifar_small_shar
 
 
 def test_only_shards_out_of_label_key_order_need_the_features_sort(cifar_small_shards, tmp_path):
-    from dc3ray.pipeline.select import in_label_key_order
+    from dc3ray.pipeline.features import in_label_key_order
     assert in_label_key_order(cifar_small_shards)  # ingest writes (label, key) order
     t = read_image_shards(cifar_small_shards)
     for name, rows in (("keys", [1, 0, 2]), ("labels", [0, len(t) - 1, 1])):
@@ -197,7 +200,7 @@ def test_a_small_folder_is_split_so_a_two_actor_pool_shares_the_work(features, c
     import dataclasses
     import shutil
     from dc3ray.pipeline.io import read_shards
-    from dc3ray.pipeline.select import compute_features, list_column, read_features
+    from dc3ray.pipeline.features import compute_features, list_column, read_features
     keys = read_image_shards(cifar_small_shards, columns=[schema.KEY]).column(schema.KEY).to_pylist()
     split = read_shards(cifar_small_shards, columns=[schema.KEY], min_blocks=8).materialize()
     assert split.num_blocks() >= 8

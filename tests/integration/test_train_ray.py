@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dc3ray.config import EvalConfig, TeacherConfig
+from dc3ray.core.atomic import write_json
 from dc3ray.core.models import build_model, load_model_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.ray
@@ -24,7 +25,7 @@ def image_folder(root: Path, out: Path, per_class: int) -> Path:
 
 def test_teacher_on_two_workers_checkpoints_every_epoch_and_resumes(
         ray_session, cifar_small_shards, cifar_val_shards, tmp_path):
-    from dc3ray.pipeline.train import train_teacher
+    from dc3ray.pipeline.teacher import train_teacher
 
     cfg = TeacherConfig(arch="convnet3", epochs=2, batch_size=50, lr=0.05, workers=2, seed=0)
     out = tmp_path / "teacher"
@@ -61,7 +62,7 @@ def test_teacher_on_two_workers_checkpoints_every_epoch_and_resumes(
 def test_evaluate_condensed_trains_students_per_seed_and_logs_to_mlflow(
         ray_session, cifar_root, cifar_val_shards, tmp_path):
     import mlflow
-    from dc3ray.pipeline.train import evaluate_condensed
+    from dc3ray.pipeline.evaluate import evaluate_condensed
 
     condensed = image_folder(cifar_root, tmp_path / "condensed", per_class=2)
     teacher_path = save_checkpoint(tmp_path / "teacher.pt", build_model("convnet3", 10, width=16),
@@ -95,40 +96,42 @@ def test_evaluate_condensed_trains_students_per_seed_and_logs_to_mlflow(
                                model_kwargs={"width": 16}, log=lines.append)
     assert again["seeds"] == summary["seeds"]
     assert any("seed 0: done earlier" in line for line in lines), lines
-    # Seeds kept elsewhere (the accuracy benchmark's committed store) are taken, not trained,
-    # and on_seed hears of every seed as it is done.
+    # Seeds kept elsewhere (the accuracy benchmark's committed store) are written into a new
+    # out folder as seed files with the plan's inputs key before the call: taken, not trained.
+    from dc3ray.pipeline.evaluate import evaluation_plan, seed_file
+    plan = evaluation_plan(cfg, condensed, cifar_val_shards, teacher_path,
+                           model_kwargs={"width": 16})
+    write_json(seed_file(tmp_path / "kept", 0), {"inputs_key": plan["inputs_key"], "result": seed})
     lines.clear()
-    heard: list = []
     kept = evaluate_condensed(cfg, condensed, cifar_val_shards, teacher_path, tmp_path / "kept",
-                              model_kwargs={"width": 16}, finished={0: seed}, log=lines.append,
-                              on_seed=lambda s, r: heard.append((s, r)))
-    assert kept["seeds"] == summary["seeds"] and heard == [(0, seed)]
-    assert any("seed 0: done earlier (finished=)" in line for line in lines), lines
-    # The saved seed is keyed on everything it depends on except the seed count.
-    from dc3ray.pipeline.train import _inputs_key
-    key = _inputs_key(summary, condensed, cifar_val_shards, teacher_path)
-    more_seeds = dict(summary, config=dict(summary["config"], seeds=5))
-    assert _inputs_key(more_seeds, condensed, cifar_val_shards, teacher_path) == key
-    longer = dict(summary, config=dict(summary["config"], epochs=4))
-    assert _inputs_key(longer, condensed, cifar_val_shards, teacher_path) != key
-    assert _inputs_key(summary, condensed, cifar_val_shards, None) != key
+                              model_kwargs={"width": 16}, log=lines.append)
+    assert kept["seeds"] == summary["seeds"]
+    assert any("seed 0: done earlier" in line for line in lines), lines
+    # The key covers everything a seed depends on except the seed count.
+    def key(c, teacher=teacher_path):
+        return evaluation_plan(c, condensed, cifar_val_shards, teacher,
+                               model_kwargs={"width": 16})["inputs_key"]
+    assert key(dataclasses.replace(cfg, seeds=5)) == plan["inputs_key"]
+    assert key(dataclasses.replace(cfg, epochs=4)) != plan["inputs_key"]
+    assert key(dataclasses.replace(cfg, hard_labels=True), None) != plan["inputs_key"]
 
     # eval.workers=0 trains the same student in this process, without Ray Train: the same
-    # curve, no worker start-up.
-    # (Handed a finished= result of another epoch budget, it refuses it and trains.)
+    # curve, no worker start-up. (A kept seed of another epoch budget is refused and trained.)
+    local_out, local_cfg = tmp_path / "eval_local", dataclasses.replace(cfg, workers=0)
+    write_json(seed_file(local_out, 0), {"inputs_key": key(local_cfg),
+                                         "result": dict(seed, history=[[2, 99.0]])})
     lines.clear()
-    local = evaluate_condensed(dataclasses.replace(cfg, workers=0), condensed, cifar_val_shards,
-                               teacher_path, tmp_path / "eval_local", model_kwargs={"width": 16},
-                               finished={0: dict(seed, history=[[2, 99.0]])}, log=lines.append,
-                               on_seed=lambda s, r: heard.append((s, r)))
+    local = evaluate_condensed(local_cfg, condensed, cifar_val_shards,
+                               teacher_path, local_out, model_kwargs={"width": 16},
+                               log=lines.append)
     assert [s["history"] for s in local["seeds"]] == [s["history"] for s in summary["seeds"]]
-    assert local["seeds"][0]["wall_s"] < seed["wall_s"] and heard[-1] == (0, local["seeds"][0])
-    assert any("not this seed's at 3 epochs" in line for line in lines), lines
+    assert local["seeds"][0]["wall_s"] < seed["wall_s"]
+    assert not any("done earlier" in line for line in lines), lines
 
 
 def test_evaluate_condensed_without_a_teacher_asks_for_one_or_hard_labels(cifar_val_shards,
                                                                            tmp_path):
-    from dc3ray.pipeline.train import evaluate_condensed
+    from dc3ray.pipeline.evaluate import evaluate_condensed
 
     with pytest.raises(ValueError, match="hard_labels"):
         evaluate_condensed(EvalConfig(epochs=1, seeds=1), cifar_val_shards, cifar_val_shards,

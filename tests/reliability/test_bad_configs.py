@@ -71,7 +71,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("content, needle", [
     ({"run.json": json.dumps({"data": "/elsewhere/train", "name": "c"}), "manifest.json": "{}"},
-     r"holds a run on /elsewhere/train; choose another `out`"),
+     r"holds another dc3ray run \(data: '/elsewhere/train' -> '/"),
     ({"thesis.tex": "precious"}, r"is not empty and holds no dc3ray run"),
 ])
 def test_an_output_folder_holding_another_run_is_refused_and_left_untouched(dirs, content,

@@ -150,7 +150,7 @@ BROKEN = {"missing image column": r"part-00000.parquet: wrong or missing column\
 
 @pytest.mark.parametrize("how", list(BROKEN))
 def test_a_broken_shard_fails_the_ray_feature_stage_before_any_ray_work(good_shards, tmp_path, how):
-    from dc3ray.pipeline.select import compute_features
+    from dc3ray.pipeline.features import compute_features
     bad = _break(good_shards, tmp_path / "bad", how)
     # Raises on the driver, from the file footers: Ray is not even started here.
     with pytest.raises(ShardError, match=BROKEN[how]):

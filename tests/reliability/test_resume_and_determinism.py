@@ -108,7 +108,8 @@ def test_other_seeds_redo_the_selection_and_change_the_images(tiny, first_run, t
     # DC3's only random step is KMeans (best of 10 starts), so the selected *set* rarely moves
     # with the seed (here it does not); a seeded method's selection must.
     from dc3ray.config import SelectConfig
-    from dc3ray.pipeline.select import key_label_table, select_per_class
+    from dc3ray.pipeline.features import key_label_table
+    from dc3ray.pipeline.select import select_per_class
     train = next((out / "stages").glob("ingest_train-*")) / "shards"
     features = key_label_table(train, tmp_path / "keys")
     picks = [set(pq.read_table(select_per_class(

@@ -28,12 +28,30 @@ def bench_args(tmp_path: Path, val: Path, teacher: Path, **kw):
     return type("A", (), {**fields, **kw})()
 
 
-def fake_evaluate(calls: list):
-    """Stands in for evaluate_condensed: 'trains' every seed not handed in as finished."""
-    def evaluate(cfg, condensed, val, teacher, out, ipc, finished, on_seed):
-        calls.append(sorted(finished))
+def fake_evaluate(calls: list, stop_after: int | None = None):
+    """Stands in for evaluate_condensed, as it behaves: a seed whose seed file read_seed accepts
+    is reused, every other one is 'trained' and its seed file written as soon as it is done.
+    Appends the seeds it reused to `calls`; with `stop_after`, is interrupted after training
+    that many seeds (the evaluation never returns)."""
+    from dc3ray.core.atomic import write_json
+    from dc3ray.pipeline.evaluate import evaluation_plan, read_seed, seed_file
+
+    def evaluate(cfg, condensed, val, teacher, out, ipc=None, **kw):
+        key = evaluation_plan(cfg, condensed, val, teacher, ipc, **kw)["inputs_key"]
+        reused, seeds, trained = [], [], 0
         for seed in range(cfg.seeds):
-            on_seed(seed, finished.get(seed) or fake_result(seed, 50.0 + 2 * seed, 51.0 + 2 * seed))
+            res = read_seed(seed_file(out, seed), key, seed, cfg.epochs)
+            if res is not None:
+                reused.append(seed)
+            else:
+                if trained == stop_after:
+                    raise KeyboardInterrupt
+                res = fake_result(seed, 50.0 + 2 * seed, 51.0 + 2 * seed, epochs=cfg.epochs)
+                write_json(seed_file(out, seed), {"inputs_key": key, "result": res})
+                trained += 1
+            seeds.append(res)
+        calls.append(reused)
+        return {"seeds": seeds}
     return evaluate
 
 
@@ -44,17 +62,23 @@ def test_rows_parse_and_unknown_rows_are_refused_by_name():
         acc.parse_row("dc4")
 
 
-def test_seeds_go_to_the_store_as_they_finish_and_a_lost_work_dir_reuses_them(
+def link_set(work: Path, shards: Path) -> None:
+    """The set exists, so run_cell goes straight to evaluation."""
+    if not (work / "sets").is_dir():
+        (work / "sets").mkdir(parents=True)
+        (work / "sets" / "random_ipc10").symlink_to(shards)
+        acc._record_timing(work, "random_ipc10", 2.5)
+
+
+def test_seeds_go_to_the_store_and_a_lost_work_dir_reuses_them(
         tmp_path, monkeypatch, cifar_small_shards, cifar_val_shards):
-    import dc3ray.pipeline.train as train
+    import dc3ray.pipeline.evaluate as evaluate
     calls: list = []
-    monkeypatch.setattr(train, "evaluate_condensed", fake_evaluate(calls))
+    monkeypatch.setattr(evaluate, "evaluate_condensed", fake_evaluate(calls))
     ns = bench_args(tmp_path, cifar_val_shards, save_random_teacher(tmp_path / "teacher.pt"))
 
-    def run(work: Path) -> None:  # the set exists, so run_cell goes straight to evaluation
-        (work / "sets").mkdir(parents=True)
-        (work / "sets" / "random_ipc10").symlink_to(cifar_small_shards)
-        acc._record_timing(work, "random_ipc10", 2.5)
+    def run(work: Path) -> None:
+        link_set(work, cifar_small_shards)
         acc.run_cell(ns, work, "random", 10)
 
     run(tmp_path / "acc")
@@ -63,8 +87,10 @@ def test_seeds_go_to_the_store_as_they_finish_and_a_lost_work_dir_reuses_them(
     entry = json.loads((group / "seed2.json").read_text())
     assert entry["result"]["top1_final"] == 54.0 and entry["cpu"] == machine()["cpu"]
     assert entry["teacher"] == acc.teacher_label(ns.teacher) and entry["condense_s"] == 2.5
+    assert entry["inputs"] == group.name and entry["parts"]["eval"] == acc._eval_key(ns, False)
     run(tmp_path / "fresh")  # the work dir is gone: nothing is retrained
     assert calls == [[], [0, 1, 2]]
+    assert json.loads((group / "seed2.json").read_text()) == entry  # a reuse changes nothing
 
     [cell] = acc.collect(ns, ["random"], [10])
     assert cell["status"] == "measured" and cell["seeds"] == 3
@@ -72,6 +98,44 @@ def test_seeds_go_to_the_store_as_they_finish_and_a_lost_work_dir_reuses_them(
     assert cell["best_mean"] == pytest.approx(53.0) and cell["condense_s"] == 2.5
     assert cell["eval_s_per_seed"] == 101.0 and cell["final_per_seed"] == [50.0, 52.0, 54.0]
     assert cell["cpu"] == machine()["cpu"] and cell["teacher"] == entry["teacher"]
+
+    # Another epoch budget: neither the stored seeds nor the work dir's are reused.
+    short = bench_args(tmp_path, cifar_val_shards, ns.teacher, epochs=30)
+    link_set(tmp_path / "acc", cifar_small_shards)
+    acc.run_cell(short, tmp_path / "acc", "random", 10)
+    assert calls[-1] == []
+    groups = sorted(d.name for d in (tmp_path / "results" / acc.STORE / "random_ipc10").iterdir())
+    assert groups == sorted([group.name, acc.inputs_digest(short, cifar_small_shards, False, 10)])
+    assert json.loads((group / "seed2.json").read_text()) == entry
+    [cell] = acc.collect(short, ["random"], [10])
+    assert cell["seeds"] == 3 and all(s["history"][-1][0] == 30 for s in (
+        e["result"] for e in acc._stored_seeds(short, "random_ipc10", False).values()))
+
+
+def test_seeds_of_an_interrupted_evaluation_are_taken_into_the_store_by_the_next_run(
+        tmp_path, monkeypatch, cifar_small_shards, cifar_val_shards):
+    import dc3ray.pipeline.evaluate as evaluate
+    calls: list = []
+    ns = bench_args(tmp_path, cifar_val_shards, save_random_teacher(tmp_path / "teacher.pt"))
+    work = tmp_path / "acc"
+    link_set(work, cifar_small_shards)
+    monkeypatch.setattr(evaluate, "evaluate_condensed", fake_evaluate(calls, stop_after=2))
+    with pytest.raises(KeyboardInterrupt):
+        acc.run_cell(ns, work, "random", 10)
+    assert acc._stored_seeds(ns, "random_ipc10", False) == {}  # stored when evaluate returns
+    # Interrupted again before training anything: seeds 0 and 1 reach the store all the same.
+    monkeypatch.setattr(evaluate, "evaluate_condensed", fake_evaluate(calls, stop_after=0))
+    with pytest.raises(KeyboardInterrupt):
+        acc.run_cell(ns, work, "random", 10)
+    stored = acc._stored_seeds(ns, "random_ipc10", False)
+    assert sorted(stored) == [0, 1] and stored[1]["result"]["top1_final"] == 52.0
+    assert all(e["cpu"] == machine()["cpu"] and e["condense_s"] == 2.5
+               and e["teacher"] == acc.teacher_label(ns.teacher) for e in stored.values())
+    assert stored[0]["date"].endswith(" UTC") and len(stored[0]["date"]) == len(acc.utc_now())
+    monkeypatch.setattr(evaluate, "evaluate_condensed", fake_evaluate(calls))
+    acc.run_cell(ns, work, "random", 10)
+    assert calls == [[0, 1]]  # only seed 2 was trained again
+    assert sorted(acc._stored_seeds(ns, "random_ipc10", False)) == [0, 1, 2]
 
 
 def store_seed(tmp_path: Path, cell: str, group: str, seed: int, result: dict, ns,

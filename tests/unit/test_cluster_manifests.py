@@ -191,6 +191,7 @@ def _job_module(name: str):
     spec = importlib.util.spec_from_file_location(f"dc3ray_job_{name}",
                                                   REPO / "jobs" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses in the script look their module up
     spec.loader.exec_module(mod)
     return mod
 
@@ -227,8 +228,9 @@ def test_imagenet_job_copies_a_folder_into_the_cache_once(tmp_path):
 
 
 def test_imagenet_job_refuses_a_missing_input_folder(tmp_path):
+    from dc3ray.errors import DataError
     job = _job_module("imagenet1k")
-    with pytest.raises(FileNotFoundError, match="not a folder"):
+    with pytest.raises(DataError, match="not a folder"):
         job.stage_input((tmp_path / "nope").as_uri(), tmp_path / "cache", copy_local=True)
 
 
@@ -259,10 +261,14 @@ def test_imagenet_preset_streams_two_feature_pools_and_cifar_preset_one():
     assert not job.two_feature_pools(load_config(CondenseConfig, REPO / "configs" / "cifar10.yaml"))
 
 
-def test_evaluate_job_takes_preset_eval_defaults_and_only_eval_overrides():
+def test_evaluate_job_takes_preset_eval_defaults_and_only_its_own_settings():
+    from dc3ray.cli import command_config, command_parser
     from dc3ray.config import ConfigError
-    job = _job_module("evaluate")
-    cfg = job.eval_config(str(REPO / "configs" / "imagenet1k.yaml"), ["eval.seeds=1"])
-    assert (cfg.student, cfg.image_size, cfg.seeds, cfg.use_gpu) == ("resnet18", 224, 1, True)
+    parser = command_parser("evaluate", "jobs/evaluate.py")
+    base = ["set", "--val", "v", "--out", "o", "--teacher", "t.pt"]
+    cfg = command_config(parser.parse_args(
+        base + ["--config", str(REPO / "configs" / "imagenet1k.yaml"), "--set", "eval.seeds=1"]))
+    assert (cfg.eval.student, cfg.eval.image_size, cfg.eval.seeds, cfg.eval.use_gpu) == \
+        ("resnet18", 224, 1, True)
     with pytest.raises(ConfigError, match="select"):
-        job.eval_config(None, ["select.ipc=2"])
+        command_config(parser.parse_args(base + ["--set", "select.ipc=2"]))

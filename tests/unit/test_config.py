@@ -25,7 +25,7 @@ def test_yaml_file_and_override(tmp_path):
     ({"ipcc": 3}, "ipcc"), ({"ipc": "ten"}, "ipc must be an integer")])
 def test_bad_select_settings_name_the_setting(data, needle):
     with pytest.raises(ConfigError, match=needle):
-        from_dict(SelectConfig, data)
+        from_dict(SelectConfig, data, "select")
 
 
 def test_template_without_placeholder_is_rejected():

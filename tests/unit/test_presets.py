@@ -30,5 +30,6 @@ def test_demo_config_uses_the_cifar10_preset_with_reduced_budgets(cifar_root, tm
 
 def test_demo_with_a_missing_data_folder_names_it(tmp_path):
     from dc3ray.pipeline.demo import demo_config
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    from dc3ray.errors import DataError
+    with pytest.raises(DataError, match="nowhere"):
         demo_config(str(tmp_path / "nowhere"), str(tmp_path / "demo"), log=lambda *_: None)

@@ -241,7 +241,7 @@ def test_kd_epochs_are_reproducible_from_the_seeds():
 
 
 def test_even_cpu_share_gives_whole_cpus_between_one_and_eight():
-    from dc3ray.pipeline.train import even_cpu_share
+    from dc3ray.pipeline.raytrain import even_cpu_share
     assert even_cpu_share(16, 4) == 4.0
     assert even_cpu_share(7, 2) == 3.0  # whole CPUs: a thread count
     assert even_cpu_share(2, 4) == 1.0  # never 0, even when oversubscribed

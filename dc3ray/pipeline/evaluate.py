@@ -1,0 +1,254 @@
+"""`dc3ray evaluate`: score a condensed set by training students from scratch (RDED protocol),
+one Ray Train run per seed, each finished seed kept so an interrupted evaluation resumes.
+
+The maths lives in dc3ray.core.training; `_student_loop` is the only Ray-aware part. Paths must be
+on storage every node sees.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..config import EvalConfig, EvaluateCommand, from_dict, to_dict
+from ..core import datasets, schema
+from ..core.atomic import write_json
+from ..core.fingerprint import json_digest, tree_stamp
+from ..core.models import build_model, load_model_checkpoint
+from ..core.seeding import derive_seed
+from ..core.training import (
+    batch_size_for,
+    epoch_batches,
+    lr_factor,
+    set_lr,
+    student_optimizer,
+    summarize_seeds,
+    train_one_epoch_ce,
+    train_one_epoch_kd,
+)
+from ..errors import ConfigError, DataError
+from .raytrain import (
+    all_sum,
+    check_train_v2,
+    fit,
+    logger,
+    loop_inputs,
+    num_classes_of,
+    prepare_model,
+    seeded_generator,
+    val_top1,
+    worker_cpus,
+)
+from .resources import init_ray
+from .tracking import log_run
+
+EVAL_JSON = "eval.json"
+SEEDS_DIR = "seeds"
+
+
+def _student_loop(config: dict) -> dict:
+    cfg = from_dict(EvalConfig, config["cfg"])
+    seed = config["seed"]
+    io = loop_inputs(config, cfg.image_size, "condensed_path")
+    rank, world, device, norm, mean, std = io.rank, io.world, io.device, io.norm, io.mean, io.std
+    num_classes, x, y, x_val, y_val = io.num_classes, io.x, io.y, io.x_val, io.y_val
+    teacher = None
+    if not cfg.hard_labels:
+        teacher, _ = load_model_checkpoint(config["teacher_ckpt"], device)
+        teacher.requires_grad_(False)
+
+    torch.manual_seed(derive_seed(seed, "student-init"))
+    student = build_model(cfg.student, num_classes, cfg.image_size, **config["model_kwargs"])
+    student = prepare_model(student, config, device)
+    optimizer = student_optimizer(student, cfg)
+    batch_size = config["batch_size"]
+    history, best, best_epoch, t_start = [], -1.0, 0, time.perf_counter()
+    for epoch in range(cfg.epochs):
+        set_lr(optimizer, cfg.lr * lr_factor(epoch, cfg.epochs))
+        batches = epoch_batches(len(x), batch_size, seeded_generator(seed, "student-shuffle", epoch),
+                                rank, world)
+        g = seeded_generator(seed, "student-augment", epoch, rank)
+        if cfg.hard_labels:
+            stats = train_one_epoch_ce(student, x, y, optimizer, cfg, device, g, batches=batches,
+                                       mean=mean, std=std)
+        else:
+            stats = train_one_epoch_kd(student, teacher, x, optimizer, cfg, device, g,
+                                       batches=batches, mean=mean, std=std)
+        done = epoch + 1
+        if done % cfg.eval_every and done != cfg.epochs:
+            continue
+        top1 = val_top1(student, x_val, y_val, rank, world, device, norm)
+        loss = all_sum([stats["loss"]], device)[0] / world
+        if top1 > best:
+            best, best_epoch = top1, done
+        history.append([done, round(top1, 3), round(loss, 5)])
+        if rank == 0 and (done % config["print_every"] == 0 or done == cfg.epochs):
+            logger.info(f"[eval seed {seed}] epoch {done}/{cfg.epochs} loss {loss:.4f} "
+                        f"top-1 {top1:.2f}% (best {best:.2f}% @ {best_epoch})")
+    # No ray.train.report per evaluation: each report blocks until the controller polls it
+    # (every ~2 s), which would dwarf a short epoch. The curve returns through return_value.
+    return {"seed": seed, "top1_final": history[-1][1], "top1_best": round(best, 3),
+            "best_epoch": best_epoch, "train_s": round(time.perf_counter() - t_start, 2),
+            "history": history}
+
+
+def evaluation_plan(cfg: EvalConfig, condensed_path: str | Path, val_path: str | Path,
+                    teacher_ckpt: str | Path | None, ipc: int | None = None, *,
+                    norm: str = "cifar", model_kwargs: dict | None = None) -> dict:
+    """Check an evaluation's inputs and fix what it depends on, without training.
+
+    Returns the head of eval.json (paths, classes, batch size, config) plus `inputs_key`: the
+    digest a seed file must carry to be reused (config but seeds, batch size, norm, data and
+    teacher stamps). A caller that kept seeds elsewhere writes them as seed_file(out, k) with
+    this key before calling evaluate_condensed.
+    """
+    if not cfg.hard_labels:
+        if teacher_ckpt is None:
+            raise ConfigError("KD needs a teacher checkpoint (a teacher.pt from dc3ray teacher), "
+                              "or set eval.hard_labels=true")
+        teacher_ckpt = Path(teacher_ckpt).resolve()
+        _, meta = load_model_checkpoint(teacher_ckpt)  # fail here, not in every worker
+        num_classes = meta["num_classes"]
+        if num_classes_of(val_path, condensed_path) > num_classes:
+            raise DataError(f"{val_path} / {condensed_path} have more classes than the "
+                            f"{num_classes} of teacher {teacher_ckpt}; use a teacher trained "
+                            "with the same class map")
+        if meta["arch"] == "convnet3" and meta["image_size"] != cfg.image_size:
+            # ConvNet's linear head is sized for one input resolution.
+            raise ConfigError(f"teacher {teacher_ckpt} is a ConvNet for {meta['image_size']} px "
+                              f"images but eval.image_size={cfg.image_size}; set them equal")
+    else:
+        num_classes = num_classes_of(val_path, condensed_path)
+    labels = datasets.load_table(condensed_path).column(schema.LABEL).to_numpy()
+    ipc = math.ceil(len(labels) / num_classes) if ipc is None else ipc
+    plan = {
+        "condensed_path": str(Path(condensed_path).resolve()),
+        "val_path": str(Path(val_path).resolve()),
+        "teacher_ckpt": str(teacher_ckpt) if teacher_ckpt else None, "student": cfg.student,
+        "ipc": ipc, "num_images": int(len(labels)), "num_classes": num_classes,
+        "batch_size": batch_size_for(ipc, num_classes, cfg), "norm": norm, "config": to_dict(cfg),
+        "model_kwargs": dict(model_kwargs or {})}
+    parts = {k: plan[k] for k in ("student", "num_classes", "batch_size", "norm", "model_kwargs")}
+    parts["config"] = {k: v for k, v in plan["config"].items() if k != "seeds"}
+    parts["stamps"] = [tree_stamp(condensed_path), tree_stamp(val_path),
+                       tree_stamp(teacher_ckpt) if teacher_ckpt else None]
+    return {**plan, "inputs_key": json_digest(parts)}
+
+
+def seed_file(out_dir: str | Path, seed: int) -> Path:
+    """Where evaluate_condensed keeps seed `seed`: {"inputs_key": ..., "result": {...}}."""
+    return Path(out_dir) / SEEDS_DIR / f"seed{seed}.json"
+
+
+def read_seed(path: Path, inputs_key: str, seed: int, epochs: int) -> dict | None:
+    """The kept result at `path` if it is this seed's, at this epoch budget, of these inputs."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None  # absent, or cut short mid-write: train the seed again
+    res = data.get("result") or {}
+    ok = (data.get("inputs_key") == inputs_key and res.get("seed") == seed
+          and bool(res.get("history")) and res["history"][-1][0] == epochs)
+    return res if ok else None
+
+
+def _train_seed(cfg: EvalConfig, plan: dict, seed: int, out_dir: Path, cpus_per_worker,
+                print_every: int) -> dict:
+    config = {"cfg": to_dict(cfg), "seed": seed, "print_every": max(1, print_every),
+              **{k: plan[k] for k in ("condensed_path", "val_path", "teacher_ckpt", "num_classes",
+                                      "batch_size", "norm", "model_kwargs")}}
+    # A fresh run name per call: a seed restarts from scratch, it has no checkpoints.
+    result, wall = fit(_student_loop, config, workers=cfg.workers, use_gpu=cfg.use_gpu,
+                       cpus_per_worker=cpus_per_worker, storage=out_dir / "ray",
+                       name=f"eval_seed{seed}_{uuid.uuid4().hex[:8]}")
+    return {**result.return_value, "wall_s": round(wall, 2)}
+
+
+def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: str | Path,
+                       teacher_ckpt: str | Path | None, out_dir: str | Path,
+                       ipc: int | None = None, *, norm: str = "cifar",
+                       cpus_per_worker: float | None = None, model_kwargs: dict | None = None,
+                       print_every: int = 10, experiment: str = "dc3ray-eval",
+                       tracking_out: str | Path | None = None,
+                       log: Callable[[str], None] = print) -> dict:
+    """Score a condensed set: train cfg.student from scratch once per seed (range(cfg.seeds)),
+    each as one Ray Train run of cfg.workers workers (0: in this process, the same numbers
+    without worker start-up); top-1 on `val_path` every cfg.eval_every epochs and at the end.
+
+    KD from the frozen teacher at `teacher_ckpt` (our format), or cross-entropy when
+    cfg.hard_labels. `ipc` sets the batch rule min(ipc * C, cfg.batch_rule); by default
+    ceil(images / classes). Each finished seed is kept as seed_file(out_dir, k) and reused by a
+    rerun with the same inputs (see evaluation_plan). Writes out_dir/eval.json (per seed: final
+    and best top-1, best epoch, wall time, curve; mean and population std over seeds) and logs
+    one MLflow run to the store of `tracking_out` (default out_dir; MLFLOW_TRACKING_URI wins).
+    Returns the eval.json dict.
+    """
+    check_train_v2()
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = evaluation_plan(cfg, condensed_path, val_path, teacher_ckpt, ipc, norm=norm,
+                           model_kwargs=model_kwargs)
+    init_ray()
+    if cfg.workers:
+        cpus_per_worker = worker_cpus(cpus_per_worker, cfg.workers, cfg.use_gpu, "eval", log)
+    elif cfg.use_gpu and not torch.cuda.is_available():
+        raise ConfigError("eval.use_gpu=true with eval.workers=0 trains in this process, which "
+                          "sees no GPU; set eval.workers >= 1 to train on the cluster's GPUs")
+    summary = {k: v for k, v in plan.items() if k != "inputs_key"}
+    summary["seeds"] = []
+    t_all = time.perf_counter()
+    for seed in range(cfg.seeds):
+        path = seed_file(out_dir, seed)
+        res = read_seed(path, plan["inputs_key"], seed, cfg.epochs)
+        if res is not None:
+            log(f"[eval] seed {seed}: done earlier ({path}): final {res['top1_final']:.2f}%, "
+                f"best {res['top1_best']:.2f}%")
+        else:
+            res = _train_seed(cfg, plan, seed, out_dir, cpus_per_worker, print_every)
+            write_json(path, {"inputs_key": plan["inputs_key"], "result": res})
+            log(f"[eval] seed {seed}: final {res['top1_final']:.2f}%, best "
+                f"{res['top1_best']:.2f}% @ {res['best_epoch']} ({res['wall_s']:.1f} s)")
+        summary["seeds"].append(res)
+    summary.update(summarize_seeds(summary["seeds"]))
+    summary.update({"std": "population (ddof=0) over seeds",
+                    "wall_s": round(time.perf_counter() - t_all, 2)})
+    summary["mlflow"] = _log_mlflow(tracking_out or out_dir, cfg, summary, experiment)
+    write_json(out_dir / EVAL_JSON, summary)
+    log(f"[eval] {cfg.student} ipc {summary['ipc']}: final {summary['final_mean']:.2f} +- "
+        f"{summary['final_std']:.2f}, best {summary['best_mean']:.2f} +- "
+        f"{summary['best_std']:.2f} over {cfg.seeds} seed(s) -> {out_dir / EVAL_JSON}")
+    return summary
+
+
+def _log_mlflow(out: Path, cfg: EvalConfig, summary: dict, experiment: str) -> dict:
+    """One MLflow run: config and paths as params, aggregate and per-seed metrics, curves."""
+    params = {f"eval.{k}": v for k, v in to_dict(cfg).items()}
+    params.update({k: summary[k] for k in ("condensed_path", "val_path", "teacher_ckpt", "ipc",
+                                           "num_images", "num_classes", "batch_size", "norm")})
+    metrics = {k: summary[k] for k in ("final_mean", "final_std", "best_mean", "best_std")}
+    series = {}
+    for s in summary["seeds"]:
+        metrics.update({f"seed{s['seed']}_top1_final": s["top1_final"],
+                        f"seed{s['seed']}_top1_best": s["top1_best"],
+                        f"seed{s['seed']}_wall_s": s["wall_s"]})
+        series[f"seed{s['seed']}_val_top1"] = [(e, t) for e, t, _ in s["history"]]
+    return log_run(out, experiment, f"eval-{cfg.student}-ipc{summary['ipc']}", params, metrics,
+                   series=series)
+
+
+def evaluate_command(cmd: EvaluateCommand, log: Callable[[str], None] = print) -> int:
+    """`dc3ray evaluate`: score the set and print the summary line."""
+    res = evaluate_condensed(cmd.eval, cmd.condensed, cmd.val, cmd.teacher, cmd.out, ipc=cmd.ipc,
+                             log=log)
+    log(f"final top-1 {res['final_mean']:.2f} +- {res['final_std']:.2f}  best top-1 "
+        f"{res['best_mean']:.2f} +- {res['best_std']:.2f}  ({cmd.eval.seeds} seeds) -> "
+        f"{Path(cmd.out) / EVAL_JSON}")
+    return 0
+
+
+__all__ = ["evaluate_condensed", "evaluation_plan", "seed_file", "read_seed", "evaluate_command"]
