@@ -17,7 +17,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || (echo "need $(PYTHON) (Python >= 3.11)"; exit 1)
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (e.g. pyenv install 3.11) or pass make PYTHON=/path/to/python3.11"; exit 2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip setuptools wheel
 	$(PY) -m pip install -e '.[test]'
@@ -51,10 +51,11 @@ bench-scaling: $(STAMP)
 	$(PY) benchmarks/bench_scaling.py
 
 # Full-size InstructPix2Pix, random weights (built once into $(RUNS)/cache, ~4.3 GB): seconds and
-# memory per compensated image, extrapolated to 100 steps; ~15 min on 2 cores. Not part of `bench`.
+# memory per compensated image, extrapolated to 100 steps; ~15-25 min on 2 cores. Not part of `bench`.
 .PHONY: bench-diffusion-cost
 bench-diffusion-cost: $(STAMP)
-	$(PY) benchmarks/bench_diffusion_cost.py --model $(RUNS)/cache/p2p_fullsize_random
+	$(PY) benchmarks/bench_diffusion_cost.py --model $(RUNS)/cache/p2p_fullsize_random --batch 2 --threads 1 \
+	  --attempts 2 --max-wait 30
 
 bench: bench-embed bench-graphcut bench-compensate bench-scaling bench-render
 

@@ -223,7 +223,10 @@ def inputs_parts(args, condensed: Path, hard: bool, ipc: int) -> dict:
 
 def _eval_key(args, hard: bool) -> dict:
     from dc3ray.config import to_dict
-    return {k: v for k, v in to_dict(_eval_cfg(args, hard)).items() if k != "seeds"}
+    # eval.norm "auto" resolves from the teacher or the set, both in the digest already: left
+    # out, seeds stored before the field existed stay usable.
+    return {k: v for k, v in to_dict(_eval_cfg(args, hard)).items()
+            if k != "seeds" and (k, v) != ("norm", "auto")}
 
 
 def inputs_digest(args, condensed: Path, hard: bool, ipc: int) -> str:

@@ -231,7 +231,7 @@ def ray_stage(data: str | Path, actor: str, embed_cfg, grad_cfg, num_classes: in
     from dc3ray.config import to_dict
     from dc3ray.core import schema
     from dc3ray.pipeline.io import read_shards
-    from dc3ray.pipeline.resources import actor_pool_kwargs
+    from dc3ray.pipeline.resources import map_with_actor_pool
     from dc3ray.pipeline.features import H, Embedder, GradientFeaturizer
 
     cfg = embed_cfg if actor == "embedder" else grad_cfg
@@ -244,9 +244,9 @@ def ray_stage(data: str | Path, actor: str, embed_cfg, grad_cfg, num_classes: in
     else:
         cls, col = GradientFeaturizer, H
         kwargs = dict(cfg_dict=to_dict(grad_cfg), num_classes=num_classes, embedding_from_h=True)
-    ds = ds.map_batches(cls, batch_format="numpy", batch_size=cfg.batch_size,
-                        fn_constructor_kwargs=kwargs,
-                        **actor_pool_kwargs(cfg.num_actors, cfg.num_cpus_per_actor))
+    ds = map_with_actor_pool(ds, cls, cfg.num_actors, cfg.num_cpus_per_actor,
+                             batch_format="numpy", batch_size=cfg.batch_size,
+                             fn_constructor_kwargs=kwargs)
     n, t_first, first_rows, max_diff, out_blocks = 0, None, 0, 0.0, 0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         out_blocks += 1

@@ -12,6 +12,7 @@ the fp16 CUDA path, the actor pool and the seeding work. Writes gpu_check.json t
 
   python benchmarks/gpu_check.py                      # GPU: 64 images, 20 steps, 256 px
   python benchmarks/gpu_check.py --images 16 --steps 2 --size 32   # CPU dry run
+  python benchmarks/gpu_check.py --skip-ray --diffusion-cost          # + full-size cost, fp16 on CUDA
 """
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          / "cifar10" / "train"),
                    help="ImageFolder of real images; random images are used when it is missing")
     p.add_argument("--skip-ray", action="store_true", help="only the in-process measurement")
+    p.add_argument("--diffusion-cost", action="store_true",
+                   help="also run bench_diffusion_cost.py (full-size random InstructPix2Pix) with "
+                        "--device cuda (fp16) when CUDA is visible, else cpu; its record goes to --out")
     return p
 
 
@@ -148,6 +152,26 @@ def ray_check(model: Path, src: Path, work: Path, args) -> dict:
     return out
 
 
+def diffusion_cost(work: Path, out_dir: Path) -> list[dict]:
+    """bench_diffusion_cost.main on this machine's device (the 4.3 GB pipeline is built under
+    `work`, not in out_dir, so it is not shipped back); returns its summary rows."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_diffusion_cost
+
+    cuda = torch.cuda.is_available()
+    # A GPU edit step takes tens of milliseconds: more steps and a larger batch steady the line.
+    extra = ["--device", "cuda", "--steps", "10", "25", "50", "--batch", "8"] if cuda else []
+    argv0, sys.argv[0] = sys.argv[0], bench_diffusion_cost.__file__  # the record names its own script
+    try:
+        res = bench_diffusion_cost.main(["--model", str(work / "p2p_fullsize_random"),
+                                         "--out-dir", str(out_dir)] + extra)
+    finally:
+        sys.argv[0] = argv0
+    return res["summary"]
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     import torch
@@ -172,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
             src = write_source_shards(images, keys, classes, work / "src")
             report["ray"] = ray_check(model, src, work, args)
             print(json.dumps(report["ray"], indent=2), flush=True)
+        if args.diffusion_cost:
+            report["diffusion_cost"] = diffusion_cost(work, out_dir)
     path = out_dir / "gpu_check.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")

@@ -12,12 +12,14 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["accuracy_cifar10", "bench_embed", "bench_graphcut", "bench_compensate", "bench_scaling"]
+ORDER = ["accuracy_cifar10", "bench_embed", "bench_graphcut", "bench_compensate", "bench_diffusion_cost",
+         "bench_scaling"]
 TITLES = {
     "accuracy_cifar10": "Accuracy on real CIFAR-10 (ConvNet-3 teacher and student, KD protocol)",
     "bench_embed": "Embedding stage: Ray Data actor pool vs a plain DataLoader loop",
     "bench_graphcut": "Selection: vectorised GraphCut vs reference greedy; factored vs materialised similarity",
     "bench_compensate": "Compensation: batched vs one image per call",
+    "bench_diffusion_cost": "Compensation cost: full-size InstructPix2Pix (random weights), per image",
     "bench_scaling": "Selection scaling: synthetic ImageNet-1K-shaped workload, 1 vs 2 workers",
 }
 

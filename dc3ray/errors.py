@@ -35,8 +35,13 @@ class ShardError(DataError):
     """A Parquet shard folder is missing, empty or has the wrong columns (names the file)."""
 
 
+class ClusterError(UserError):
+    """Ray could not be started here, or the cluster named by RAY_ADDRESS cannot be reached."""
+
+
 class OutputError(UserError, FileExistsError):
     """An output folder holds something that is not this run's (another run, foreign files)."""
 
 
-__all__ = ["UserError", "ConfigError", "DataError", "MissingPathError", "SourceError", "ShardError", "OutputError"]
+__all__ = ["UserError", "ConfigError", "DataError", "MissingPathError", "SourceError", "ShardError", "ClusterError",
+           "OutputError"]

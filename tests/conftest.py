@@ -14,6 +14,8 @@ settings.load_profile("dc3ray")
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR = Path(os.environ.get("DC3RAY_DATA", REPO.parent / "shared" / "data" / "cifar10"))
+IMAGENETTE = Path(os.environ.get("DC3RAY_IMAGENETTE",
+                                 REPO.parent / "shared" / "data" / "imagenette"))
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -29,7 +31,7 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 def pytest_collection_modifyitems(config, items):
     """Mark tests that read the real data folders `data` (make test-fast leaves them out)."""
     for item in items:
-        if "cifar_root" in getattr(item, "fixturenames", ()):
+        if {"cifar_root", "imagenette_root"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.data)
 
 
@@ -42,6 +44,17 @@ def cifar_root() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return CIFAR
+
+
+@pytest.fixture(scope="session")
+def imagenette_root() -> Path:
+    """Real Imagenette (224 px ImageNet photos): {train,val}/<wnid>/*.JPEG + classes.tsv."""
+    if not (IMAGENETTE / "train").is_dir() or not (IMAGENETTE / "classes.tsv").is_file():
+        msg = f"real Imagenette folders not found at {IMAGENETTE} (set DC3RAY_IMAGENETTE)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return IMAGENETTE
 
 
 def make_cifar_subset(root: Path, out: Path, split: str = "train", per_class: int = 20,

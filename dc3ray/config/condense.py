@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .loading import check, config_hash, to_dict
 from .stages import (
@@ -38,6 +39,9 @@ class CondenseConfig:
     """Also score the uncompensated selection."""
     num_cpus: int | None = None
     """CPUs of the local Ray instance (ignored with RAY_ADDRESS)."""
+    tracking: Literal["required", "optional", "disabled"] = "required"
+    """MLflow: required = stop before any work when the store cannot be opened; optional = go on
+    without tracking after one warning line; disabled = record no MLflow run."""
     ingest: IngestConfig = field(default_factory=IngestConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     embed: EmbedConfig = field(default_factory=lambda: EmbedConfig(
@@ -49,9 +53,14 @@ class CondenseConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
-        check(self.eval.image_size == self.teacher.image_size or self.teacher_path is not None,
+        # KD feeds the teacher its own input size; only a trained ConvNet's linear head ties it
+        # to one, and a student at another size would see what the teacher never did.
+        convnet = self.teacher_path is None and self.teacher.kind == "trained" \
+            and self.teacher.arch == "convnet3"
+        check(not convnet or self.eval.image_size == self.teacher.image_size,
               f"eval.image_size ({self.eval.image_size}) must equal teacher.image_size "
-              f"({self.teacher.image_size}) so the teacher sees what the student sees")
+              f"({self.teacher.image_size}) for a trained convnet3 teacher, whose head fixes its "
+              "input size")
 
     def check_inputs(self) -> None:
         """The inputs a run needs (not a default: a machine's data path is not one)."""
@@ -64,7 +73,7 @@ class CondenseConfig:
 
 # Top-level settings that do not change the condensed set (they steer the driver or scoring).
 NOT_CONDENSATION = ("name", "out", "evaluate", "compare_random", "compare_selection_only",
-                    "num_cpus", "eval")
+                    "num_cpus", "tracking", "eval")
 
 
 def condensation_id(cfg: CondenseConfig) -> str:

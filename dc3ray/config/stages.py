@@ -10,10 +10,12 @@ from .loading import check
 
 Backbone = Literal["efficientnet_lite0", "resnet18", "vae", "teacher", "convnet3"]
 GradBackbone = Literal["efficientnet_lite0", "resnet18", "teacher", "convnet3"]
-SelectMethod = Literal["dc3", "graphcut", "facility", "random", "herding", "kcenter", "centroid"]
+SelectMethod = Literal["dc3", "graphcut", "facility", "random", "herding", "kcenter", "centroid",
+                       "rded"]
 Compensator = Literal["none", "classical", "instructpix2pix", "img2img"]
 BlendMode = Literal["gradient", "random", "grid", "none"]
 Arch = Literal["convnet3", "resnet18", "resnet18_cifar", "efficientnet_lite0"]
+Norm = Literal["auto", "cifar", "imagenet", "symmetric"]
 
 BACKBONES = typing.get_args(Backbone)
 SELECT_METHODS = typing.get_args(SelectMethod)
@@ -84,6 +86,13 @@ class GradConfig:
     """Actors in the Ray Data pool."""
     num_cpus_per_actor: float = 1.0
     """CPUs reserved per actor (its torch threads)."""
+    head: Literal["auto", "model", "imagenet", "random", "zero"] = "auto"
+    """Last layer whose CE gradient is taken. model: the backbone's own head (must have one
+    output per class); imagenet: the real 1000-way ImageNet head with y = each class's ImageNet
+    index (needs the set ingested with a .tsv class table, or 1000 classes); random: a C-way
+    nn.Linear-init head seeded 0; zero: a zero C-way head (e = 1/C - onehot); auto: model for
+    teacher / convnet3, else the ImageNet head when there are 1000 classes, else zero (random
+    with select.faithful)."""
 
     def __post_init__(self):
         check(self.image_size >= 8, f"grad.image_size must be >= 8, got {self.image_size}")
@@ -108,11 +117,21 @@ class SelectConfig:
     """A class smaller than ipc keeps all its images instead of failing."""
     faithful: bool = False
     """Reproduce the reference code's quirks (DESIGN.md step 2)."""
+    budget: Literal["equal", "proportional"] = "equal"
+    """dc3: picks per bin, equal shares (one per bin when k == ipc) or proportional to bin size."""
+    rded_factor: int = 2
+    """rded: each condensed image stitches factor x factor patches."""
+    rded_crops: int = 5
+    """rded: random candidate crops per real image, scored by the grad model (the teacher)."""
+    rded_min_scale: float = 0.5
+    """rded: smallest crop, as a fraction of the image area."""
     max_in_flight: int = 4
     """Per-class Ray tasks in flight."""
 
     def __post_init__(self):
         check(self.ipc >= 1, f"select.ipc must be >= 1, got {self.ipc}")
+        check(self.rded_factor >= 1 and self.rded_crops >= 1 and 0 < self.rded_min_scale <= 1,
+              "select.rded_factor and select.rded_crops must be >= 1 and rded_min_scale in (0, 1]")
         check(self.k >= 1, f"select.k must be >= 1, got {self.k}")
         check(self.pca_dim >= 1, f"select.pca_dim must be >= 1, got {self.pca_dim}")
         check(self.max_in_flight >= 1, "select.max_in_flight must be >= 1")
@@ -130,8 +149,11 @@ class CompensateConfig:
     """Text guidance scale."""
     image_guidance: float = 1.5
     """Image guidance scale (InstructPix2Pix)."""
-    strength: float = 0.5
-    """img2img only: how far from the source image the edit may go."""
+    strength: float | None = None
+    """Edit strength in [0, 1], recorded per image: classical scales the color shift,
+    instructpix2pix mixes each edit with the source ((1-s) source + s edit, before the warm/cold
+    blend), img2img is the pipeline's noise strength. None: 1.0 for classical and
+    instructpix2pix, 0.5 for img2img (the outputs before this setting). 0 keeps every source."""
     size: int = 256
     """Diffusion working resolution in px."""
     max_side: int = 2048
@@ -150,6 +172,18 @@ class CompensateConfig:
     """Cells per side for `grid`."""
     keep_originals: bool = False
     """Also keep the unedited images."""
+    assignment: Literal["random", "diverse"] = "random"
+    """Word pair per image: random (seeded by key), or diverse (greedy on the set's hue entropy,
+    judged by each word's classical shift, also for diffusion compensators)."""
+    gate_threshold: float = 0.0
+    """Fidelity gate: an edit whose p(true class) under gate_model is below this x the source's
+    is retried; 0 = no gate."""
+    gate_model: str | None = None
+    """Classifier checkpoint of the gate (a dc3ray teacher.pt); 'auto' in condense: its teacher."""
+    gate_tries: int = 3
+    """Edits tried per image (next word pair each time) before the source is kept."""
+    gate_backoff: float = 0.5
+    """Strength factor per retry (1 = only the words change)."""
     seed: int = 0
     """Seed of prompts, blend masks and diffusion noise (per image key)."""
     batch_size: int = 8
@@ -168,13 +202,28 @@ class CompensateConfig:
               f"compensate.compensator={self.compensator!r} needs compensate.model_path "
               "(a local diffusers folder or a hub id)")
         check(self.steps >= 1, f"compensate.steps must be >= 1, got {self.steps}")
-        check(0.0 < self.strength <= 1.0, f"compensate.strength must be in (0, 1], got {self.strength}")
+        check(self.strength is None or 0.0 <= self.strength <= 1.0,
+              f"compensate.strength must be in [0, 1] (or null), got {self.strength}")
+        check(self.gate_threshold >= 0.0,
+              f"compensate.gate_threshold must be >= 0 (0 = no gate), got {self.gate_threshold}")
+        check(self.gate_threshold == 0.0 or bool(self.gate_model),
+              f"compensate.gate_threshold={self.gate_threshold} needs compensate.gate_model (a "
+              "classifier checkpoint; 'auto' in condense = its teacher)")
+        check(self.gate_tries >= 1, f"compensate.gate_tries must be >= 1, got {self.gate_tries}")
+        check(0.0 < self.gate_backoff <= 1.0,
+              f"compensate.gate_backoff must be in (0, 1], got {self.gate_backoff}")
         check(self.size >= 8 and self.size % 8 == 0,
               f"compensate.size must be a multiple of 8 and >= 8, got {self.size}")
         check(self.max_side >= 8, f"compensate.max_side must be >= 8, got {self.max_side}")
         check(self.ramp >= 0, f"compensate.ramp must be >= 0, got {self.ramp}")
         check(self.cell >= 1, f"compensate.cell must be >= 1, got {self.cell}")
         check(self.batch_size >= 1, "compensate.batch_size must be >= 1")
+
+    def edit_strength(self) -> float:
+        """`strength`, or its default for the compensator when it is None."""
+        if self.strength is not None:
+            return self.strength
+        return 0.5 if self.compensator == "img2img" else 1.0
 
 
 @dataclass(frozen=True)
@@ -197,9 +246,25 @@ class TeacherConfig:
     """One GPU per worker."""
     seed: int = 0
     """Seed of init, shuffling and augmentation."""
+    norm: Norm = "auto"
+    """Input normalisation of a trained teacher (recorded in its checkpoint); auto: cifar for
+    training sets stored at <= 32 px, else imagenet."""
+    kind: Literal["trained", "imagenet_subset"] = "trained"
+    """trained: train `arch` on the data (Ray Train); imagenet_subset: an ImageNet-1K classifier
+    restricted to the set's classes, no training (ingest the train set with a .tsv class table;
+    only image_size applies)."""
+    imagenet_arch: Literal["efficientnet_lite0", "resnet18"] = "efficientnet_lite0"
+    """imagenet_subset's classifier (efficientnet_lite0's ImageNet weights ship offline)."""
+    imagenet_weights: str | None = None
+    """imagenet_subset: local torchvision ImageNet checkpoint of imagenet_arch (needed for
+    resnet18; efficientnet_lite0 defaults to its offline weights)."""
 
     def __post_init__(self):
         check(self.epochs >= 1, f"teacher.epochs must be >= 1, got {self.epochs}")
+        check(self.kind != "imagenet_subset" or self.imagenet_arch != "resnet18"
+              or bool(self.imagenet_weights),
+              "teacher.imagenet_arch=resnet18 needs teacher.imagenet_weights (a local torchvision "
+              "ResNet-18 ImageNet .pth; nothing is downloaded)")
         check(self.batch_size >= 1, "teacher.batch_size must be >= 1")
         check(self.workers >= 1, f"teacher.workers must be >= 1, got {self.workers} (a teacher "
               "resumes from Ray Train checkpoints, so it always trains on workers)")
@@ -229,7 +294,8 @@ class EvalConfig:
     rrc_min_scale: float = 0.5
     """RandomResizedCrop lower scale."""
     image_size: int = 32
-    """Training side in px."""
+    """Student input side in px: crops of the set at its stored size are resized to it; larger
+    held-out images are resized to image_size / 0.875 and centre-cropped."""
     hard_labels: bool = False
     """Cross-entropy on labels instead of KD (no teacher)."""
     workers: int = 1
@@ -238,6 +304,11 @@ class EvalConfig:
     """One GPU per worker."""
     eval_every: int = 1
     """Evaluate on the held-out split every N epochs."""
+    norm: Norm = "auto"
+    """Input normalisation of student, teacher and held-out split (one per evaluation). auto:
+    with KD the teacher checkpoint's recorded one; with hard labels (or a teacher recording
+    none) cifar for sets stored at <= 32 px, else imagenet. An explicit value must agree with
+    the teacher's record."""
 
     def __post_init__(self):
         check(self.epochs >= 1, f"eval.epochs must be >= 1, got {self.epochs}")

@@ -92,6 +92,18 @@ WORD_SHIFTS: dict[str, ColorShift] = {
     # False-colour look: the hue wheel turned half way (warm tones become cyan/blue), then cooled.
     "infrared": ColorShift(chroma=1.1, hue_deg=180.0, db=-0.03),
     "underwater": ColorShift(lightness=0.9, chroma=0.9, da=-0.04, db=-0.05),
+    # A subtler vocabulary (configs/sweep_compensation_cifar10.yaml): about half the tint of the
+    # words above, chroma within 0.85-1.1, no hue turn and no desaturation like sepia's.
+    "warm light": ColorShift(chroma=1.05, da=0.005, db=0.025),
+    "soft sunlight": ColorShift(lightness=1.03, chroma=1.05, db=0.02),
+    "late afternoon": ColorShift(lightness=0.98, chroma=1.08, da=0.01, db=0.03),
+    "candlelight": ColorShift(lightness=0.97, chroma=1.05, da=0.015, db=0.035),
+    "autumn": ColorShift(chroma=1.1, da=0.01, db=0.02),
+    "overcast": ColorShift(lightness=0.97, chroma=0.9, db=-0.015),
+    "cool shade": ColorShift(lightness=0.96, chroma=0.95, da=-0.005, db=-0.025),
+    "dusk": ColorShift(lightness=0.94, chroma=0.95, da=0.005, db=-0.03),
+    "misty morning": ColorShift(lightness=1.04, chroma=0.85, db=-0.015),
+    "blue hour": ColorShift(lightness=0.93, chroma=0.9, da=-0.01, db=-0.035),
 }
 # Words outside WORD_SHIFTS (custom vocabularies) get these, by the list they come from.
 GENERIC_SHIFTS: dict[str, ColorShift] = {
@@ -218,6 +230,21 @@ def blend(warm: np.ndarray, cold: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def interpolate(source: np.ndarray, edit: np.ndarray, strength: float) -> np.ndarray:
+    """(1 - strength) * source + strength * edit, rounded to uint8 (H, W, 3): a pixel-space edit
+    strength (0 = the source, 1 = the edit; both ends are returned as they are, not recomputed)."""
+    _check_rgb(source, "source image")
+    _check_rgb(edit, "edited image")
+    if source.shape != edit.shape:
+        raise ValueError(f"interpolate shapes differ: source {source.shape}, edit {edit.shape}")
+    if strength == 1:
+        return edit
+    if strength == 0:
+        return source
+    out = (1.0 - strength) * source.astype(np.float32) + strength * edit.astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 # --------------------------------------------------------------------------------------------
 # Metrics
 # --------------------------------------------------------------------------------------------
@@ -308,23 +335,35 @@ def rgb_to_hsv(img: np.ndarray) -> np.ndarray:
     return np.stack([hue, s, mx], axis=-1)
 
 
-def hue_entropy(images: np.ndarray | Sequence[np.ndarray], bins: int = 36,
-                min_saturation: float = 0.2, min_value: float = 0.2) -> float:
-    """Shannon entropy (bits) of the hue histogram over saturated pixels of a set of images.
+def hue_histogram(images: np.ndarray | Sequence[np.ndarray], bins: int = 36,
+                  min_saturation: float = 0.2, min_value: float = 0.2) -> np.ndarray:
+    """float64 (bins,) pixel counts per hue bin (0-360 degrees) over a set of images.
 
     A pixel counts when HSV saturation >= min_saturation and value >= min_value (grays and
-    near-blacks have no meaningful hue). Range [0, log2(bins)]; 0 when no pixel counts.
+    near-blacks have no meaningful hue).
     """
     hist = np.zeros(bins, dtype=np.float64)
     for im in _as_image_list(images):
         hsv = rgb_to_hsv(im.reshape(-1, 3))
         keep = (hsv[:, 1] >= min_saturation) & (hsv[:, 2] >= min_value)
         hist += np.histogram(hsv[keep, 0], bins=bins, range=(0.0, 360.0))[0]
+    return hist
+
+
+def entropy_bits(hist: np.ndarray) -> float:
+    """Shannon entropy (bits) of a histogram of counts; 0 for an empty one."""
     total = hist.sum()
     if total == 0:
         return 0.0
     p = hist[hist > 0] / total
     return float(-(p * np.log2(p)).sum())
+
+
+def hue_entropy(images: np.ndarray | Sequence[np.ndarray], bins: int = 36,
+                min_saturation: float = 0.2, min_value: float = 0.2) -> float:
+    """Shannon entropy (bits) of `hue_histogram` over a set of images: range [0, log2(bins)];
+    0 when no pixel counts."""
+    return entropy_bits(hue_histogram(images, bins, min_saturation, min_value))
 
 
 def color_report(name_to_images: dict[str, np.ndarray | Sequence[np.ndarray]]) -> list[dict]:

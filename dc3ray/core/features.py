@@ -20,12 +20,18 @@ from torch import nn
 
 from ..config import EmbedConfig, GradConfig
 from ..errors import DataError, MissingPathError
-from .training import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, norm_stats
 
-# EfficientNet-Lite was trained in TF with (x - 127) / 128, and the VAE takes [-1, 1]:
-# both are (x/255 - 0.5) / 0.5.
-SYMMETRIC_MEAN = (0.5, 0.5, 0.5)
-SYMMETRIC_STD = (0.5, 0.5, 0.5)
+# SYMMETRIC_*: EfficientNet-Lite was trained in TF with (x - 127) / 128, and the VAE takes
+# [-1, 1]: both are (x/255 - 0.5) / 0.5.
+from .training import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SYMMETRIC_MEAN,
+    SYMMETRIC_STD,
+    norm_stats,
+)
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -109,6 +115,10 @@ class _Backbone:
         self.feature_fn, self.head = feature_fn, head
         self.size, self.mean, self.std = size, mean, std
         self.device, self.dtype, self.resize = torch.device(device), dtype, resize
+        # The real 1000-way ImageNet head when the model has one (None otherwise), and, for an
+        # imagenet_subset checkpoint, its label -> ImageNet index list.
+        self.imagenet_head: nn.Linear | None = None
+        self.subset_indices: list[int] | None = None
 
     def prepare(self, images: np.ndarray) -> torch.Tensor:
         return to_model_input(images, self.size, self.mean, self.std, self.device, self.dtype,
@@ -160,7 +170,13 @@ def _load_backbone(backbone: str, model_path: str | None, image_size: int, devic
                          "efficientnet_lite0, resnet18, teacher, convnet3")
     model = _freeze(model, device, dtype)
     feature_fn, head = models.split_model(model)
-    return _Backbone(feature_fn, head, image_size, mean, std, device, dtype)
+    bb = _Backbone(feature_fn, head, image_size, mean, std, device, dtype)
+    if isinstance(model, models.ImageNetSubset):
+        bb.imagenet_head = models.split_model(model.base)[1]
+        bb.subset_indices = model.indices.tolist()
+    elif isinstance(head, nn.Linear) and head.out_features == 1000:
+        bb.imagenet_head = head
+    return bb
 
 
 def _local_file(path: str | None, backbone: str) -> Path:
@@ -249,37 +265,55 @@ def build_embedder(cfg: EmbedConfig, device: torch.device | str = "cpu", *,
 # --------------------------------------------------------------------------------------------
 
 class GradientModel:
-    """(uint8 (N, H, W, 3), int64 labels (N,)) -> (e float32 (N, C), h float32 (N, D)) numpy."""
+    """(uint8 (N, H, W, 3), int64 labels (N,)) -> (e float32 (N, K), h float32 (N, D)) numpy.
 
-    def __init__(self, backbone: _Backbone, head: nn.Module, faithful: bool, head_kind: str):
+    K = the head's outputs: C, or 1000 for the ImageNet head, whose targets are
+    label_map[label] (each class's ImageNet-1K index).
+    """
+
+    def __init__(self, backbone: _Backbone, head: nn.Module, faithful: bool, head_kind: str,
+                 label_map: list[int] | None = None):
         self._backbone, self.head, self.faithful = backbone, head, faithful
-        self.head_kind = head_kind  # "pretrained" | "checkpoint" | "zero" | "random"
+        # "pretrained" | "checkpoint" | "zero" | "random" (auto) | "model" | "imagenet"
+        self.head_kind = head_kind
         self.input_size = backbone.size
         self.num_classes = head.out_features
+        self.label_map = None if label_map is None else np.asarray(label_map, np.int64)
 
     def __call__(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(images) == 0:
             return np.zeros((0, self.num_classes), np.float32), np.zeros((0, 0), np.float32)
         x = self._backbone.prepare(images)
-        y = torch.from_numpy(np.array(labels, np.int64))  # a copy: Ray batches are read-only
+        y = np.array(labels, np.int64)  # a copy: Ray batches are read-only
+        if self.label_map is not None:
+            if y.min() < 0 or y.max() >= len(self.label_map):
+                raise ValueError(f"labels must be in [0, {len(self.label_map)}) for the class "
+                                 f"table's {len(self.label_map)} classes, got [{y.min()}, {y.max()}]")
+            y = self.label_map[y]
+        y = torch.from_numpy(y)
         e, h = gradient_factors(self._backbone.feature_fn, self.head, x, y, self.faithful)
         return e.cpu().numpy(), h.cpu().numpy()
 
 
 def build_grad_model(cfg: GradConfig, num_classes: int, device: torch.device | str = "cpu", *,
-                     faithful: bool = False, head_seed: int = 0) -> GradientModel:
-    """Backbone + `num_classes`-way head whose per-sample CE gradients define similarity.
+                     faithful: bool = False, head_seed: int = 0,
+                     imagenet_indices: list[int] | None = None) -> GradientModel:
+    """Backbone + the head whose per-sample CE gradients define similarity (cfg.head).
 
-    Head choice (fp32 throughout: gradients are cheap at the last layer):
-    - teacher / convnet3: the checkpoint's own head, trained for this task (recommended; its
-      out_features must equal num_classes).
-    - efficientnet_lite0 / resnet18 with num_classes == 1000: the pretrained ImageNet head.
-    - ImageNet backbones with num_classes != 1000:
-      * default: a ZERO head. z = 0, so e = 1/C - onehot(y) is the same for every image of a
-        class and the similarity reduces to cos([1, h_i], [1, h_j]) on the frozen features: no
-        made-up information, deterministic.
-      * faithful=True: the reference's randomly initialised C-way head (nn.Linear default init
-        drawn from torch.Generator seeded with head_seed), which adds a random projection.
+    Heads (fp32 throughout: gradients are cheap at the last layer):
+    - model: the backbone's own head; its out_features must equal num_classes.
+    - imagenet: the real 1000-way ImageNet head (efficientnet_lite0, resnet18, an imagenet_subset
+      teacher's base, a 1000-way checkpoint) with target = the class's ImageNet-1K index:
+      `imagenet_indices` (label order, from the set's imagenet_index.json), an imagenet_subset
+      teacher's own indices, or the identity when num_classes == 1000. e is (N, 1000).
+    - zero: z = 0, so e = 1/C - onehot(y) is the same for every image of a class and the
+      similarity reduces to cos([1, h_i], [1, h_j]) on the frozen features: no made-up
+      information, deterministic.
+    - random: the reference's randomly initialised C-way head (nn.Linear default init drawn
+      from a torch.Generator seeded with head_seed, 0 unless given), a random projection.
+    - auto: model for teacher / convnet3 (trained for this task, recommended); for ImageNet
+      backbones the pretrained head when num_classes == 1000, else zero, or random when
+      faithful (the reference).
     """
     device = torch.device(device)
     bb = _load_backbone(cfg.backbone, cfg.model_path, cfg.image_size, device, torch.float32)
@@ -287,6 +321,24 @@ def build_grad_model(cfg: GradConfig, num_classes: int, device: torch.device | s
     if not isinstance(head, nn.Linear):
         raise ValueError(f"grad.backbone={cfg.backbone!r}: split_model returned a "
                          f"{type(head).__name__} head, expected nn.Linear")
+    what = f"grad.backbone={cfg.backbone!r}" + (f" ({cfg.model_path})" if cfg.model_path else "")
+    if cfg.head == "model":
+        if head.out_features != num_classes:
+            raise DataError(f"grad.head=model: {what} has a {head.out_features}-way head but the "
+                            f"dataset has {num_classes} classes; use grad.head=imagenet, random "
+                            "or zero, or a teacher trained on this class map")
+        return GradientModel(bb, head, faithful, "model")
+    if cfg.head == "imagenet":
+        if bb.imagenet_head is None:
+            raise DataError(f"grad.head=imagenet: {what} has no ImageNet-1K head (its head has "
+                            f"{head.out_features} outputs); use efficientnet_lite0, resnet18 or "
+                            "an imagenet_subset teacher")
+        lut = _imagenet_targets(imagenet_indices, bb.subset_indices, num_classes, what)
+        return GradientModel(bb, bb.imagenet_head, faithful, "imagenet", label_map=lut)
+    if cfg.head in ("random", "zero"):
+        return GradientModel(bb, _fresh_head(head.in_features, num_classes, cfg.head == "random",
+                                             head_seed, device), faithful, cfg.head)
+    # auto: the behaviour from before grad.head existed (feature bytes must not change).
     if cfg.backbone in ("teacher", "convnet3"):
         if head.out_features != num_classes:
             raise DataError(f"grad.model_path {cfg.model_path} has a {head.out_features}-way head "
@@ -295,21 +347,62 @@ def build_grad_model(cfg: GradConfig, num_classes: int, device: torch.device | s
         return GradientModel(bb, head, faithful, "checkpoint")
     if head.out_features == num_classes:
         return GradientModel(bb, head, faithful, "pretrained")
-    new = nn.Linear(head.in_features, num_classes)
-    if faithful:
-        g = torch.Generator().manual_seed(int(head_seed))
-        bound = 1.0 / head.in_features ** 0.5  # nn.Linear's default uniform init range
+    new = _fresh_head(head.in_features, num_classes, faithful, head_seed, device)
+    return GradientModel(bb, new, faithful, "random" if faithful else "zero")
+
+
+def _fresh_head(in_features: int, num_classes: int, random: bool, seed: int,
+                device: torch.device) -> nn.Linear:
+    """A frozen C-way head: nn.Linear's default uniform init from Generator(seed), or zeros."""
+    new = nn.Linear(in_features, num_classes)
+    if random:
+        g = torch.Generator().manual_seed(int(seed))
+        bound = 1.0 / in_features ** 0.5  # nn.Linear's default uniform init range
         with torch.no_grad():
             new.weight.uniform_(-bound, bound, generator=g)
             new.bias.uniform_(-bound, bound, generator=g)
-        kind = "random"
     else:
         nn.init.zeros_(new.weight)
         nn.init.zeros_(new.bias)
-        kind = "zero"
-    new = _freeze(new, device, torch.float32)
-    return GradientModel(bb, new, faithful, kind)
+    return _freeze(new, device, torch.float32)
 
 
-__all__ = ["gradient_factors", "to_model_input", "build_embedder", "build_grad_model",
+def _imagenet_targets(dataset: list[int] | None, model: list[int] | None, num_classes: int,
+                      what: str) -> list[int]:
+    """label -> ImageNet-1K index for the imagenet head; DataError naming the fix if unknown."""
+    if model is not None and dataset is not None and list(model) != list(dataset):
+        raise DataError(f"grad.head=imagenet: {what} maps the classes to ImageNet indices "
+                        f"{list(model)[:10]} but the dataset's imagenet_index.json gives "
+                        f"{list(dataset)[:10]}; use a teacher built on this dataset")
+    lut = model if model is not None else dataset
+    if lut is None:
+        if num_classes == 1000:
+            return list(range(1000))  # ImageNet-1K itself: labels are the ImageNet indices
+        raise DataError("grad.head=imagenet needs each class's ImageNet-1K index: ingest the "
+                        "training set with --class-map <classes.tsv> (it writes "
+                        "imagenet_index.json), or choose grad.head=random or zero")
+    if len(lut) != num_classes:
+        raise DataError(f"grad.head=imagenet: {len(lut)} ImageNet indices for {num_classes} "
+                        "classes; re-ingest with the class table of this dataset")
+    return [int(i) for i in lut]
+
+
+def build_scorer(cfg: GradConfig, device: torch.device | str = "cpu"
+                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """(uint8 (N, H, W, 3), labels (N,)) -> float64 (N,) p(label) under cfg's classifier with
+    its own head (a teacher checkpoint: the realism score of RDED), batched by the caller."""
+    device = torch.device(device)
+    bb = _load_backbone(cfg.backbone, cfg.model_path, cfg.image_size, device, torch.float32)
+    if not isinstance(bb.head, nn.Linear):
+        raise DataError(f"grad.backbone={cfg.backbone!r} has no classifier head to score with")
+
+    @torch.inference_mode()
+    def score(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        probs = torch.softmax(bb.head(bb.feature_fn(bb.prepare(images))).float(), dim=1)
+        y = torch.as_tensor(np.asarray(labels, np.int64), device=device)
+        return probs.gather(1, y[:, None])[:, 0].double().cpu().numpy()
+    return score
+
+
+__all__ = ["gradient_factors", "to_model_input", "build_embedder", "build_grad_model", "build_scorer",
            "ImageEmbedder", "GradientModel", "IMAGENET_MEAN", "IMAGENET_STD"]

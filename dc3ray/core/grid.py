@@ -25,3 +25,24 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, per_row: int = 10, pad: 
 def save_sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, per_row: int = 10) -> Path:
     Image.fromarray(sample_grid(images, labels, per_row)).save(path, format="PNG")
     return Path(path)
+
+
+def compare_grid(before: np.ndarray, after: np.ndarray, labels: np.ndarray, pairs: int = 5,
+                 pad: int = 2, gap: int = 6) -> np.ndarray:
+    """Before/after pairs, a row per class: uint8 (N, H, W, 3) twice (row i of `after` is the
+    edit of row i of `before`) + labels (N,) -> uint8 grid; each pair sits side by side, pairs
+    are `gap` px apart, at most `pairs` per class."""
+    if len(before) == 0 or before.shape != after.shape:
+        raise ValueError(f"compare_grid needs two equal, non-empty stacks, got {before.shape} "
+                         f"and {after.shape}")
+    _, h, w, _ = before.shape
+    classes = sorted(set(int(x) for x in labels))
+    pairs = min(pairs, max(int(np.sum(labels == c)) for c in classes))
+    cell = 2 * w + pad + gap
+    grid = np.full((len(classes) * (h + pad) + pad, pairs * cell - gap + 2 * pad, 3), 255, np.uint8)
+    for r, c in enumerate(classes):
+        for j, i in enumerate(np.flatnonzero(labels == c)[:pairs]):
+            y, x = pad + r * (h + pad), pad + j * cell
+            grid[y:y + h, x:x + w] = before[i]
+            grid[y:y + h, x + w + pad:x + 2 * w + pad] = after[i]
+    return grid

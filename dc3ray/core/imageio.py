@@ -35,6 +35,15 @@ def probe_image(data: bytes) -> tuple[int, int, str]:
     return h, w, fmt
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from an encoded image's header, without decoding its pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size[1], im.size[0]
+    except Exception as e:
+        raise ImageDecodeError(f"undecodable image: {type(e).__name__}: {e}") from e
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any PIL mode to RGB; alpha is composited on white, 16-bit is scaled to 8-bit."""
     if im.mode == "RGB":
@@ -79,6 +88,40 @@ def decode_rgb(data: bytes, size: int | tuple[int, int] | None = None, *,
             return np.asarray(im, dtype=np.uint8).copy()
     except Exception as e:
         raise ImageDecodeError(f"undecodable image: {type(e).__name__}: {e}") from e
+
+
+# torchvision / RDED ImageNet evaluation: resize the short side to size / 0.875, centre-crop.
+EVAL_CROP_FRACTION = 0.875
+
+
+def resize_center_crop(arr: np.ndarray, size: int,
+                       crop_fraction: float = EVAL_CROP_FRACTION) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (size, size, 3): torchvision Resize(round(size / crop_fraction))
+    (short side, bilinear, PIL) then CenterCrop(size), with torchvision's rounding."""
+    h, w = arr.shape[:2]
+    short = round(size / crop_fraction)
+    if w <= h:
+        nw, nh = short, int(short * h / w)
+    else:
+        nh, nw = short, int(short * w / h)
+    im = Image.fromarray(arr, mode="RGB")
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BILINEAR)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8).copy()
+
+
+def eval_view(arr: np.ndarray, size: int) -> np.ndarray:
+    """The held-out view of a uint8 (H, W, 3) image at size x size: unchanged when it is
+    size x size already, resize_center_crop when its short side is larger than size (ImageNet
+    protocol), else a plain bicubic resize (a smaller image is upsampled whole, as before)."""
+    h, w = arr.shape[:2]
+    if (h, w) == (size, size):
+        return arr
+    if min(h, w) > size:
+        return resize_center_crop(arr, size)
+    return np.asarray(Image.fromarray(arr, mode="RGB").resize((size, size), Image.BICUBIC),
+                      dtype=np.uint8).copy()
 
 
 def encode_png(arr: np.ndarray) -> bytes:

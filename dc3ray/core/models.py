@@ -16,7 +16,8 @@ from torch import nn
 
 from ..errors import DataError, MissingPathError
 
-ARCHS = ("convnet3", "resnet18", "resnet18_cifar", "efficientnet_lite0")
+ARCHS = ("convnet3", "resnet18", "resnet18_cifar", "efficientnet_lite0", "imagenet_subset")
+IMAGENET_BASES = ("efficientnet_lite0", "resnet18")
 CHECKPOINT_FORMAT = "dc3ray-model"
 CHECKPOINT_VERSION = 1
 
@@ -111,15 +112,57 @@ def efficientnet_lite0(num_classes: int, pretrained: bool = True, image_size: in
     return model
 
 
+class ImageNetSubset(nn.Module):
+    """An ImageNet-1K classifier restricted to a dataset's classes: forward(x) = base(x)[:, indices].
+
+    `indices[label]` is that class's ImageNet-1K logit (label order). `base` is built 1000-way
+    (efficientnet_lite0 or torchvision resnet18); its weights are the model's whole state dict
+    (keys `base.*`), the indices travel as constructor kwargs.
+    """
+
+    def __init__(self, indices: list[int], base: str = "efficientnet_lite0", image_size: int = 224,
+                 pretrained: bool = False, weights: str | Path | None = None):
+        super().__init__()
+        indices = [int(i) for i in indices]
+        if not indices or len(set(indices)) != len(indices) or \
+                not all(0 <= i < 1000 for i in indices):
+            raise ValueError(f"ImageNetSubset: indices must be distinct ImageNet-1K indices in "
+                             f"0..999, got {indices[:12]}")
+        if base == "efficientnet_lite0":
+            self.base = efficientnet_lite0(1000, pretrained=pretrained, image_size=image_size)
+        elif base == "resnet18":
+            if pretrained and weights is None:
+                raise ValueError("ImageNetSubset(base='resnet18', pretrained=True) needs weights: a "
+                                 "local torchvision ResNet-18 ImageNet .pth (none ship offline)")
+            self.base = resnet18(1000, stem="imagenet")
+        else:
+            raise ValueError(f"ImageNetSubset: base={base!r} is unknown; choose one of "
+                             f"{IMAGENET_BASES}")
+        if weights is not None:
+            load_weights(self.base, weights, strict=True)
+        self.base_arch = base
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x)[:, self.indices]
+
+
 def build_model(arch: str, num_classes: int, image_size: int = 32, pretrained: bool = False,
                 **kwargs: Any) -> nn.Module:
-    """A model by name (config.STUDENTS). Extra kwargs go to the constructor (e.g. ConvNet width).
+    """A model by name (config.STUDENTS, or imagenet_subset). Extra kwargs go to the constructor
+    (e.g. ConvNet width; imagenet_subset's base and indices).
 
-    `pretrained=True` is only possible for efficientnet_lite0 (weights ship offline); other
-    pretrained weights come from a local file through `load_weights`.
+    `pretrained=True` is only possible for efficientnet_lite0 and an imagenet_subset of it
+    (weights ship offline); other pretrained weights come from a local file through
+    `load_weights` (or imagenet_subset's `weights=`).
     """
     if num_classes < 1:
         raise ValueError(f"build_model: num_classes must be >= 1, got {num_classes}")
+    if arch == "imagenet_subset":
+        if len(kwargs.get("indices", ())) != num_classes:
+            raise ValueError(f"build_model: imagenet_subset needs indices= with one ImageNet index "
+                             f"per class ({num_classes}), got {kwargs.get('indices')}")
+        return ImageNetSubset(image_size=image_size, pretrained=pretrained, **kwargs)
     if pretrained and arch != "efficientnet_lite0":
         raise ValueError(f"build_model: no offline pretrained weights for arch={arch!r}; build it "
                          "with pretrained=False and call load_weights(model, <local .pth>)")
@@ -166,6 +209,9 @@ def split_model(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor
     m = unwrap(model)
     if isinstance(m, ConvNet):
         return m.features, m.classifier
+    if isinstance(m, ImageNetSubset):
+        feature_fn, full = split_model(m.base)
+        return feature_fn, subset_head(full, m.indices.tolist())
     try:
         from torchvision.models import ResNet
     except ImportError:  # pragma: no cover - torchvision is a dependency
@@ -182,6 +228,18 @@ def split_model(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor
         return effnet_features, m._fc
     raise TypeError(f"split_model: unsupported model type {type(m).__name__}; supported: "
                     "ConvNet, torchvision ResNet, EfficientNet-Lite")
+
+
+def subset_head(head: nn.Linear, indices: list[int]) -> nn.Linear:
+    """A new nn.Linear holding rows `indices` of `head` (same device, dtype and requires_grad)."""
+    w = head.weight
+    new = nn.Linear(head.in_features, len(indices), bias=head.bias is not None).to(w.device, w.dtype)
+    idx = torch.as_tensor(indices, dtype=torch.long, device=w.device)
+    with torch.no_grad():
+        new.weight.copy_(w[idx])
+        if head.bias is not None:
+            new.bias.copy_(head.bias[idx])
+    return new.requires_grad_(w.requires_grad)
 
 
 def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
@@ -322,7 +380,8 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu"
 
 
 __all__ = [
-    "ARCHS", "ConvNet", "resnet18", "efficientnet_lite0", "efficientnet_lite0_weights_path",
-    "build_model", "split_model", "unwrap", "replace_head", "extract_state_dict", "load_weights",
+    "ARCHS", "IMAGENET_BASES", "ConvNet", "ImageNetSubset", "resnet18", "efficientnet_lite0",
+    "efficientnet_lite0_weights_path", "build_model", "split_model", "subset_head", "unwrap",
+    "replace_head", "extract_state_dict", "load_weights",
     "save_checkpoint", "load_model_checkpoint",
 ]

@@ -284,6 +284,26 @@ def split_budget(bin_sizes: Sequence[int], ipc: int) -> list[int]:
     return alloc
 
 
+def proportional_budget(bin_sizes: Sequence[int], ipc: int) -> list[int]:
+    """Per-bin budgets proportional to bin size, summing to exactly min(ipc, sum(sizes)), each
+    <= its bin's size: floors of ipc * size / total, then one more to the largest remainders
+    (ties: larger bin, then lower index); room left by a capped bin goes the same way."""
+    sizes = [int(s) for s in bin_sizes]
+    if any(s < 0 for s in sizes) or ipc < 0:
+        raise ValueError(f"proportional_budget: sizes {sizes} and ipc {ipc} must be >= 0")
+    total, want = sum(sizes), min(int(ipc), sum(sizes))
+    if total == 0:
+        return [0] * len(sizes)
+    exact = [want * s / total for s in sizes]
+    out = [min(int(e), s) for e, s in zip(exact, sizes)]
+    order = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - int(exact[i])), -sizes[i], i))
+    while sum(out) < want:
+        for i in order:
+            if sum(out) < want and out[i] < sizes[i]:
+                out[i] += 1
+    return out
+
+
 def reference_budget(bin_sizes: Sequence[int], ipc: int) -> list[int]:
     """The reference code's per-bin budget max(1, ipc // K), capped at each bin's size.
 
@@ -394,7 +414,8 @@ def select_class(keys: Sequence[str], label: int, embeddings: np.ndarray | None,
         bins = make_bins(emb, cfg.k, cfg.ipc, cfg.pca_dim, cfg.seed, clamp=not cfg.faithful)
         nbins = int(bins.max()) + 1
         sizes = np.bincount(bins, minlength=nbins)
-        budgets = split_budget(sizes, budget)
+        budgets = (proportional_budget if cfg.budget == "proportional" else split_budget)(
+            sizes, budget)
         bin_picks = []
         for b in range(nbins):
             if budgets[b] == 0:
@@ -467,6 +488,7 @@ def random_subset(table: pa.Table, ipc: int, seed: int, *, take_all: bool = Fals
 __all__ = [
     "factored_similarity", "materialised_gradient", "cosine_similarity01", "graphcut_greedy",
     "facility_location", "random_select", "herding", "kcenter", "centroid", "split_budget",
+    "proportional_budget",
     "reference_budget", "make_bins", "select_class", "manifest_table", "random_subset",
     "MANIFEST_SCHEMA", "MANIFEST_COLUMNS",
 ]

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import SourceError  # re-exported: callers catch it from here
 from . import schema
+from .classtable import is_class_table, read_class_table
 from .imageio import ImageDecodeError, encode_png, probe_image
 
 
@@ -34,13 +35,16 @@ class Scan:
 # ---------------------------------------------------------------------------- class maps
 
 def read_class_map(path: str | Path) -> dict[str, int]:
-    """Read a class map: JSON {name: index} or a text file with one class name per line.
+    """Read a class map: JSON {name: index}, a text file with one class name per line, or a
+    .tsv class table (core.classtable: wnid + ImageNet index per row, label = row order).
 
     Indices must be exactly 0..C-1 so that labels match a teacher's logit order.
     """
     p = Path(path)
     if not p.is_file():
         raise SourceError(f"class map {p} does not exist")
+    if is_class_table(p):
+        return read_class_table(p).class_map
     text = p.read_text(encoding="utf-8")
     if p.suffix.lower() == ".json":
         try:
@@ -135,6 +139,21 @@ def _walk_files(root: Path) -> tuple[list[Path], list[dict]]:
             except OSError as err:
                 skipped.append({"path": str(p), "reason": f"unreadable: {err.strerror or err}"})
     return sorted(files), skipped
+
+
+def scan_plain_folder(src: Path, num_workers: int = 1) -> Scan:
+    """A folder of images without class folders (clean-fid's convention, for FID and colour
+    reports): one class named after the folder; keys are the relative file paths."""
+    files, skipped = _walk_files(src)
+    name = src.name or "images"
+    scan = Scan("plainfolder", {name: 0})
+    scan.skipped += skipped
+    for path, data, h, w, reason in _parallel_map(_probe_file, [str(f) for f in files], num_workers):
+        if data is None:
+            scan.skipped.append({"path": path, "reason": reason})
+        else:
+            scan.rows.append(_row(Path(path).relative_to(src).as_posix(), 0, name, data, h, w))
+    return scan
 
 
 def scan_image_folder(src: Path, class_map: dict[str, int] | None, num_workers: int = 1) -> Scan:

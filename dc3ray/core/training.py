@@ -25,14 +25,47 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMS = {"cifar": (CIFAR_MEAN, CIFAR_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+# "symmetric" maps [0, 1] to [-1, 1]: EfficientNet-Lite's TF training input ((x - 127) / 128).
+SYMMETRIC_MEAN = (0.5, 0.5, 0.5)
+SYMMETRIC_STD = (0.5, 0.5, 0.5)
+NORMS = {"cifar": (CIFAR_MEAN, CIFAR_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+         "symmetric": (SYMMETRIC_MEAN, SYMMETRIC_STD)}
 
 
 def norm_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of a named normalisation: 'cifar' or 'imagenet'."""
+    """(mean, std) of a named normalisation: 'cifar', 'imagenet' or 'symmetric'."""
     if name not in NORMS:
         raise ValueError(f"normalisation {name!r} is unknown; choose one of {tuple(NORMS)}")
     return NORMS[name]
+
+
+# CIFAR-10/100 are the 32 px sets; larger stored images (Tiny-ImageNet's 64 px, Imagenette's
+# 224 px) are photos of ImageNet's domain.
+CIFAR_MAX_SIDE = 32
+
+
+def norm_for_side(stored_side: int) -> str:
+    """The normalisation of a model trained from scratch on images whose stored side is
+    `stored_side` px: 'cifar' up to CIFAR_MAX_SIDE, else 'imagenet'."""
+    return "cifar" if stored_side <= CIFAR_MAX_SIDE else "imagenet"
+
+
+def recorded_norm(meta: dict) -> str | None:
+    """The named normalisation a checkpoint's meta records (extra.norm, or extra / top-level
+    mean and std equal to a NORMS entry); None when it records none. Raises ValueError for
+    mean / std that match no named normalisation."""
+    extra = meta.get("extra") or {}
+    if extra.get("norm"):
+        norm_stats(extra["norm"])  # an unknown name fails here, naming the choices
+        return extra["norm"]
+    mean, std = extra.get("mean", meta.get("mean")), extra.get("std", meta.get("std"))
+    if mean is None or std is None:
+        return None
+    pair = (tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std))
+    for name, (m, s) in NORMS.items():
+        if pair == (tuple(round(v, 4) for v in m), tuple(round(v, 4) for v in s)):
+            return name
+    raise ValueError(f"checkpoint normalisation mean={mean} std={std} is none of {tuple(NORMS)}")
 
 
 def to_float(images: torch.Tensor | np.ndarray, mean: Sequence[float] = CIFAR_MEAN,
@@ -105,26 +138,50 @@ def _rrc_box(h: int, w: int, scale: tuple[float, float], ratio: tuple[float, flo
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def random_resized_crop(x: torch.Tensor, size: int | None = None,
-                        scale: tuple[float, float] = (0.5, 1.0),
-                        generator: torch.Generator | None = None,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
-    """Per image: crop a random box (area fraction in `scale`, aspect in `ratio`) and resize it
-    bilinearly to size x size (default: the input size). (N, C, H, W) -> (N, C, size, size)."""
-    if generator is None:
-        raise ValueError("random_resized_crop needs an explicit torch.Generator")
-    n, _, h, w = x.shape
-    size = size or h
+def _sample_boxes(x: torch.Tensor, boxes: list[tuple[int, int, int, int]], size: int
+                  ) -> torch.Tensor:
+    # Bilinear sampling of each box at size x size through an affine grid (no antialiasing:
+    # for boxes no larger than the output, i.e. upsampling).
+    n, c, h, w = x.shape
     theta = torch.zeros(n, 2, 3, dtype=x.dtype)
-    for k in range(n):
-        i, j, ch, cw = _rrc_box(h, w, scale, ratio, generator)
+    for k, (i, j, ch, cw) in enumerate(boxes):
         # Affine map from output coords to the box, in grid_sample's [-1, 1] space.
         theta[k, 0, 0] = cw / w
         theta[k, 0, 2] = (2 * j + cw) / w - 1
         theta[k, 1, 1] = ch / h
         theta[k, 1, 2] = (2 * i + ch) / h - 1
-    grid = F.affine_grid(theta.to(x.device), [n, x.shape[1], size, size], align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), [n, c, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_resized_crop(x: torch.Tensor, size: int | None = None,
+                        scale: tuple[float, float] = (0.5, 1.0),
+                        generator: torch.Generator | None = None,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """Per image: crop a random box (area fraction in `scale`, aspect in `ratio`, in the
+    input's own pixels) and resize it bilinearly to size x size (default: the input size).
+    (N, C, H, W) -> (N, C, size, size).
+
+    A box larger than the output on either side is resized with antialiasing (torchvision's
+    RandomResizedCrop(antialias=True)), so a crop from a stored 224 px image trained at 112 px
+    does not alias; smaller boxes are upsampled by grid sampling."""
+    if generator is None:
+        raise ValueError("random_resized_crop needs an explicit torch.Generator")
+    n, _, h, w = x.shape
+    size = size or h
+    boxes = [_rrc_box(h, w, scale, ratio, generator) for _ in range(n)]
+    shrink = [k for k, (_, _, ch, cw) in enumerate(boxes) if ch > size or cw > size]
+    if not shrink:  # every box at or below the output size (always so when size >= H, W)
+        return _sample_boxes(x, boxes, size)
+    out = x.new_empty(n, x.shape[1], size, size)
+    grow = [k for k in range(n) if k not in set(shrink)]
+    if grow:
+        out[grow] = _sample_boxes(x[grow], [boxes[k] for k in grow], size)
+    for k in shrink:
+        i, j, ch, cw = boxes[k]
+        out[k] = F.interpolate(x[k:k + 1, :, i:i + ch, j:j + cw], size=(size, size),
+                               mode="bilinear", align_corners=False, antialias=True)[0]
+    return out
 
 
 def hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
@@ -169,7 +226,9 @@ def cutmix(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, t
 def augment_batch(x: torch.Tensor, cfg: Any, generator: torch.Generator
                   ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Student augmentation: patch_shuffle(cfg.patch_factor) -> RRC(cfg.image_size, scale
-    (cfg.rrc_min_scale, 1)) -> flip -> cutmix. float (N, C, H, W) -> (x, index, lam)."""
+    (cfg.rrc_min_scale, 1)) -> flip -> cutmix. float (N, C, H, W) at the images' stored
+    resolution (shuffle and crop act on it; the crop is resized to cfg.image_size) ->
+    (x (N, C, image_size, image_size), index, lam)."""
     x = patch_shuffle(x, cfg.patch_factor, generator)
     x = random_resized_crop(x, cfg.image_size, (cfg.rrc_min_scale, 1.0), generator)
     x = hflip(x, generator)
@@ -277,11 +336,13 @@ def train_one_epoch_kd(student: nn.Module, teacher: nn.Module, images: torch.Ten
                        optimizer: torch.optim.Optimizer, cfg: Any, device: str | torch.device,
                        generator: torch.Generator, *, batches: list[torch.Tensor] | None = None,
                        batch_size: int | None = None, mean: Sequence[float] = CIFAR_MEAN,
-                       std: Sequence[float] = CIFAR_STD) -> dict:
-    """One KD epoch over uint8 (N, H, W, 3) `images`; returns {'loss': mean loss, 'steps': n}.
+                       std: Sequence[float] = CIFAR_STD, teacher_size: int | None = None) -> dict:
+    """One KD epoch over uint8 (N, H, W, 3) `images` (stored resolution); returns
+    {'loss': mean loss, 'steps': n}.
 
     `batches` are index tensors (see epoch_batches); by default one shuffled pass drawn from
-    `generator`. The teacher is frozen (eval mode, no grad) and sees the same augmented batch.
+    `generator`. The teacher is frozen (eval mode, no grad) and sees the same augmented batch,
+    resized bilinearly to teacher_size x teacher_size when that differs from cfg.image_size.
     cfg needs temperature, patch_factor, rrc_min_scale, image_size (EvalConfig).
     """
     batches = batches if batches is not None else _default_batches(len(images), batch_size, cfg,
@@ -290,11 +351,20 @@ def train_one_epoch_kd(student: nn.Module, teacher: nn.Module, images: torch.Ten
 
     def loss_fn(x, idx, index, lam):
         with torch.no_grad():
-            t_logits = teacher(x)
+            t_logits = teacher(resize_batch(x, teacher_size))
         return kd_loss(student(x), t_logits, cfg.temperature)
 
     return _student_epoch(student, images, batches, optimizer, cfg, device, generator, mean, std,
                           loss_fn)
+
+
+def resize_batch(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """float (N, C, H, W) -> (N, C, size, size), bilinear (antialiased when shrinking); x itself
+    when size is None or already its size."""
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=size < max(x.shape[-2:]))
 
 
 def train_one_epoch_ce(student: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -395,9 +465,10 @@ def summarize_seeds(results: Sequence[dict]) -> dict:
 
 
 __all__ = [
-    "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "norm_stats", "to_float",
-    "patch_shuffle", "random_resized_crop", "hflip", "random_crop", "cutmix", "augment_batch",
-    "kd_loss", "param_groups", "lr_factor", "set_lr", "student_optimizer", "batch_size_for",
-    "epoch_batches", "train_one_epoch_kd", "train_one_epoch_ce", "teacher_optimizer",
-    "train_teacher_epoch", "evaluate_counts", "evaluate", "summarize_seeds",
+    "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "norm_stats", "norm_for_side",
+    "recorded_norm", "to_float", "patch_shuffle", "random_resized_crop", "hflip", "random_crop",
+    "cutmix", "augment_batch", "resize_batch", "kd_loss", "param_groups", "lr_factor", "set_lr",
+    "student_optimizer", "batch_size_for", "epoch_batches", "train_one_epoch_kd",
+    "train_one_epoch_ce", "teacher_optimizer", "train_teacher_epoch", "evaluate_counts",
+    "evaluate", "summarize_seeds",
 ]

@@ -14,14 +14,18 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from PIL import Image
+
 from ..config import CondenseConfig, ConfigError, to_dict
 from ..core import schema
 from ..core.atomic import atomic_dir, write_json
 from ..core.datasets import decode_images, is_shard_dir
-from ..core.fingerprint import file_digest, files_digest
+from ..core.fingerprint import file_digest, files_digest, listing_digest
 from ..core.shards import read_shards, write_shards_atomic
-from .outputs import claim_output
-from .stages import StageCache
+from ..errors import UserError
+from ..logs import log_file, run_logs
+from .outputs import claim_output, output_lock
+from .stages import StageCache, disk_full, disk_full_error
 
 PACKAGES = ("dc3ray", "ray", "torch", "torchvision", "diffusers", "transformers",
             "apricot-select", "pyarrow", "mlflow", "clean-fid", "numpy", "scikit-learn")
@@ -50,7 +54,8 @@ def _ingested(cache: StageCache, name: str, src: str, cfg: CondenseConfig,
     # Key on the class map's bytes, not its path: val's map is train's, inside `out`, so a path
     # would tie the key to the output folder; and an edited map must re-ingest.
     key = dataclasses.replace(icfg, class_map=file_digest(class_map)) if class_map else icfg
-    d, info = cache.run(f"ingest_{name}", (str(p.resolve()), key),
+    # The listing (paths, sizes, mtimes) too: files added, removed or replaced re-ingest.
+    d, info = cache.run(f"ingest_{name}", (str(p.resolve()), key, listing_digest(p)),
                         lambda tmp: _ingest_stage(p, tmp / "shards", icfg, ingest, cache.log))
     return d / "shards", info["fingerprint"]
 
@@ -76,6 +81,32 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
     `need_teacher`: train (or reuse) the teacher even when this job does not use it, for callers
     that score the condensed set later by KD (`dc3ray sweep`); manifest["teacher"] names it.
     """
+    from .tracking import start_tracking, tracking_mode
+    t_start = time.perf_counter()
+    cfg.check_inputs()
+    _preflight(cfg)  # bad paths and shards fail here, before anything is written or started
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # One driver per folder; Ray's own output -> out/logs/ray.log (console with --verbose).
+    with output_lock(out, "condense", log), run_logs(log_file(out)):
+        claim_output(out, "run.json", {"data": str(Path(cfg.data).resolve())},
+                     info={"name": cfg.name})
+        # The MLflow store is opened now, not first at the end of the run.
+        mode = start_tracking(cfg.tracking, out, f"dc3ray-{cfg.name}", log)
+        try:
+            with tracking_mode(mode, log):
+                return _condense(cfg, out, log, need_teacher, t_start)
+        except UserError:
+            raise
+        except Exception as e:  # a full disk outside the stage cache (final outputs)
+            full = disk_full(e)
+            if full is None:
+                raise
+            raise disk_full_error(full, out, "condense") from e
+
+
+def _condense(cfg: CondenseConfig, out: Path, log, need_teacher: bool, t_start: float) -> dict:
+    """condense() once its inputs are checked and `out` is claimed: the stages in order."""
     from . import compensate as comp_stage
     from . import evaluate as evaluate_stage
     from . import features as features_stage
@@ -83,13 +114,6 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
     from .resources import configure_data_context, init_ray
     from .tracking import tracked_run
 
-    t_start = time.perf_counter()
-    cfg.check_inputs()
-    _preflight(cfg)  # bad paths and shards fail here, before anything is written or started
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    claim_output(out, "run.json", {"data": str(Path(cfg.data).resolve())},
-                 info={"name": cfg.name})
     init_ray(num_cpus=cfg.num_cpus)
     configure_data_context(show_progress=True)
     cache = StageCache(out, log)
@@ -112,7 +136,7 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
 
     # 3. features (embeddings for bins + gradient factors), only when the method needs them
     features = None
-    if cfg.select.method != "random":
+    if cfg.select.method not in ("random", "rded"):  # rded scores crops with the grad model
         d, _ = cache.run("features", (train_fp, _strip(embed_cfg), _strip(grad_cfg), bb_id,
                                       cfg.select.method, cfg.select.faithful),
                          lambda tmp: _features_stage(features_stage, train, embed_cfg, grad_cfg,
@@ -120,14 +144,19 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
         features = d / "features"
 
     # 4. selection -> selection-only condensed set
+    scorer = _strip(grad_cfg) if cfg.select.method == "rded" else None
     d, sel_info = cache.run("select", (train_fp, cfg.select, bb_id,
-                                       None if features is None else features.parent.name),
-                            lambda tmp: _select_stage(select_stage, train, features, cfg, tmp))
+                                       None if features is None else features.parent.name)
+                            + ((scorer,) if scorer else ()),
+                            lambda tmp: _select_stage(select_stage, train, features, cfg, tmp,
+                                                      grad_cfg))
     selected = d / "subset"
 
-    # 5. color compensation
-    d, comp_info = cache.run("compensate", (sel_info.get("digest"), cfg.compensate),
-                             lambda tmp: _compensate_stage(comp_stage, selected, cfg, tmp))
+    # 5. color compensation (a fidelity gate's classifier is part of the stage's identity)
+    comp_cfg, gate_id = _resolve_gate(cfg.compensate, teacher_ckpt, teacher_id)
+    d, comp_info = cache.run("compensate", (sel_info.get("digest"), cfg.compensate)
+                             + ((gate_id,) if gate_id else ()),
+                             lambda tmp: _compensate_stage(comp_stage, selected, comp_cfg, tmp))
     condensed = d / "condensed"
 
     # 6. final outputs: Parquet, RDED ImageFolder, sample grid, color report
@@ -150,7 +179,8 @@ def _teacher(cache: StageCache, cfg: CondenseConfig, train: Path, train_fp: str,
     (None, None) when nothing needs one."""
     from . import teacher as teacher_stage
     needed = need_teacher or cfg.evaluate and not cfg.eval.hard_labels or \
-        cfg.embed.backbone in ("teacher", "convnet3") or cfg.grad.backbone in ("teacher", "convnet3")
+        cfg.embed.backbone in ("teacher", "convnet3") or cfg.grad.backbone in ("teacher", "convnet3") \
+        or cfg.compensate.gate_threshold > 0 and cfg.compensate.gate_model == "auto"
     if cfg.teacher_path:
         return Path(cfg.teacher_path), file_digest(cfg.teacher_path)
     if not needed:
@@ -211,6 +241,12 @@ def _evaluate(cache: StageCache, cfg: CondenseConfig, out: Path, evaluate_stage,
                              tracking_out=out, log=cache.log))
         evals[label] = json.loads((d / "eval" / "eval.json").read_text())
     write_json(out / "eval.json", evals)
+    from ..core.charts import plot_accuracy
+    means = {k: {m: v[m] for m in ("final_mean", "final_std", "best_mean", "best_std")}
+             for k, v in evals.items()}
+    plot_accuracy(means, out / "accuracy.png",
+                  f"{cfg.name}, IPC {cfg.select.ipc}: {cfg.eval.student}, {cfg.eval.epochs} epochs, "
+                  f"{cfg.eval.seeds} seed{'s' if cfg.eval.seeds > 1 else ''}")
     return evals
 
 
@@ -236,6 +272,11 @@ def _preflight(cfg: CondenseConfig) -> None:
         if path and path != "auto" and not Path(path).expanduser().exists():
             raise ConfigError(f"{section}.model_path={path} does not exist; pass a local "
                               "checkpoint or folder (nothing is downloaded)")
+    gate_model = cfg.compensate.gate_model
+    if cfg.compensate.gate_threshold > 0 and gate_model != "auto" and \
+            not Path(gate_model).expanduser().is_file():
+        raise ConfigError(f"compensate.gate_model={gate_model} is not a file; pass a classifier "
+                          "checkpoint, or auto for the run's teacher")
     if cfg.compensate.compensator in ("instructpix2pix", "img2img"):
         try:
             resolve_model_path(cfg.compensate.model_path)
@@ -279,9 +320,14 @@ def _features_stage(features_stage, train, embed_cfg, grad_cfg, sel, tmp: Path) 
 
 
 def _select_stage(select_stage, train: Path, features: Path | None, cfg: CondenseConfig,
-                  tmp: Path) -> dict:
+                  tmp: Path, grad_cfg=None) -> dict:
     if cfg.select.method == "random":
         return _random_stage(train, cfg, tmp)
+    if cfg.select.method == "rded":
+        select_stage.rded_subset(str(train), grad_cfg, cfg.select, str(tmp / "subset"),
+                                 cfg.ingest.shard_rows)
+        rows = read_shards(tmp / "subset", columns=[schema.KEY]).num_rows
+        return {"rows": rows, "digest": files_digest(tmp / "subset")}
     manifest = select_stage.select_per_class(str(features), cfg.select, str(tmp / "manifest"))
     select_stage.materialise_subset(str(train), str(manifest), str(tmp / "subset"),
                                     cfg.ingest.shard_rows)
@@ -298,10 +344,26 @@ def _random_stage(train: Path, cfg: CondenseConfig, tmp: Path) -> dict:
     return {"rows": table.num_rows, "digest": files_digest(tmp / "subset")}
 
 
-def _compensate_stage(comp_stage, selected: Path, cfg: CondenseConfig, tmp: Path) -> dict:
-    res = comp_stage.compensate_dataset(str(selected), cfg.compensate, str(tmp / "condensed"))
+def _resolve_gate(comp, teacher_ckpt, teacher_id) -> tuple:
+    """(compensate config with gate_model 'auto' made the teacher's checkpoint, identity of the
+    gate's classifier or None when the gate is off)."""
+    if comp.gate_threshold <= 0 or comp.compensator == "none":
+        return comp, None
+    if comp.gate_model == "auto":
+        if teacher_ckpt is None:
+            raise ConfigError("compensate.gate_model=auto needs a teacher: set teacher_path or "
+                              "let condense train one")
+        return dataclasses.replace(comp, gate_model=str(teacher_ckpt)), teacher_id
+    return comp, file_digest(comp.gate_model)
+
+
+def _compensate_stage(comp_stage, selected: Path, comp_cfg, tmp: Path) -> dict:
+    res = comp_stage.compensate_dataset(str(selected), comp_cfg, str(tmp / "condensed"))
     rows = read_shards(tmp / "condensed", columns=[schema.KEY]).num_rows
-    return {"rows": rows, "digest": files_digest(tmp / "condensed"), "resized": res["resized"]}
+    # The edit records' summary (acceptance rate etc.) goes to the manifest and MLflow.
+    keep = ("accepted", "kept_source", "acceptance_rate", "mean_strength", "mean_tries")
+    return {"rows": rows, "digest": files_digest(tmp / "condensed"), "resized": res["resized"],
+            **{k: res[k] for k in keep}}
 
 
 def _write_outputs(out: Path, condensed: Path, selected: Path, train: Path,
@@ -337,10 +399,17 @@ def _write_outputs(out: Path, condensed: Path, selected: Path, train: Path,
     for im in images:
         if im["key"] in prompts:
             im["prompts"] = prompts[im["key"]]
+    # The compensation record of each image (pipeline.compensate.COMPENSATED_SCHEMA).
+    for col in ("variant", "strength", "tries", "outcome"):
+        if col in table.column_names:
+            for im, v in zip(images, table.column(col).to_pylist()):
+                im[col] = v
     size = cfg.eval.image_size
     comp_arr, comp_labels, _ = decode_images(table, size)
-    sel_arr, _, _ = decode_images(read_shards(selected), size)
+    sel_table = read_shards(selected)
+    sel_arr, sel_labels, sel_keys = decode_images(sel_table, size)
     save_sample_grid(comp_arr, comp_labels, out / "samples.png", per_row=min(cfg.select.ipc, 10))
+    _save_compare(sel_arr, sel_labels, sel_keys, comp_arr, table, out / "samples_compare.png")
     sets = {"selected": sel_arr, "condensed": comp_arr}
     report = color.color_report(sets)
     color.plot_color_kde(sets, out / "colors.png")
@@ -348,6 +417,23 @@ def _write_outputs(out: Path, condensed: Path, selected: Path, train: Path,
     counts = {str(k): v for k, v in sorted(per_class.items())}
     log(f"[outputs] {len(images)} images in {len(counts)} classes -> {out}/condensed, {out}/images")
     return {"counts": counts, "images": images, "color": report}
+
+
+def _save_compare(sel_arr, sel_labels, sel_keys, comp_arr, comp_table, path: Path) -> None:
+    """samples_compare.png: each selected image beside its compensated version, a row per class."""
+    from ..core.grid import compare_grid
+    sources = comp_table.column("source_key").to_pylist() if "source_key" in \
+        comp_table.column_names else comp_table.column(schema.KEY).to_pylist()
+    variants = comp_table.column("variant").to_pylist() if "variant" in \
+        comp_table.column_names else ["compensated"] * comp_table.num_rows
+    edit = {s: i for i, (s, v) in enumerate(zip(sources, variants)) if v != "original"}
+    edit = edit or {s: i for i, s in enumerate(sources)}  # compensator none: the same images
+    rows = [i for i, k in enumerate(sel_keys) if k in edit]
+    if rows:
+        after = comp_arr[[edit[sel_keys[i]] for i in rows]]
+        grid = Image.fromarray(compare_grid(sel_arr[rows], after, sel_labels[rows]))
+        zoom = max(1, 96 // sel_arr.shape[1])  # 32 px CIFAR images are too small to judge
+        grid.resize((grid.width * zoom, grid.height * zoom), Image.NEAREST).save(path)
 
 
 def condense_command(cfg: CondenseConfig, log=print) -> int:

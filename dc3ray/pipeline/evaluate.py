@@ -25,6 +25,8 @@ from ..core.training import (
     batch_size_for,
     epoch_batches,
     lr_factor,
+    norm_for_side,
+    recorded_norm,
     set_lr,
     student_optimizer,
     summarize_seeds,
@@ -44,8 +46,11 @@ from .raytrain import (
     val_top1,
     worker_cpus,
 )
+from ..logs import log_file, run_logs
+from .outputs import output_lock
+from .progress import follow_epochs, report_epoch
 from .resources import init_ray
-from .tracking import log_run
+from .tracking import check_store, log_run
 
 EVAL_JSON = "eval.json"
 SEEDS_DIR = "seeds"
@@ -54,13 +59,15 @@ SEEDS_DIR = "seeds"
 def _student_loop(config: dict) -> dict:
     cfg = from_dict(EvalConfig, config["cfg"])
     seed = config["seed"]
-    io = loop_inputs(config, cfg.image_size, "condensed_path")
+    # The condensed set stays at its stored resolution: augment_batch crops, then resizes.
+    io = loop_inputs(config, cfg.image_size, "condensed_path", "stored")
     rank, world, device, norm, mean, std = io.rank, io.world, io.device, io.norm, io.mean, io.std
     num_classes, x, y, x_val, y_val = io.num_classes, io.x, io.y, io.x_val, io.y_val
-    teacher = None
+    teacher, teacher_size = None, None
     if not cfg.hard_labels:
-        teacher, _ = load_model_checkpoint(config["teacher_ckpt"], device)
+        teacher, meta = load_model_checkpoint(config["teacher_ckpt"], device)
         teacher.requires_grad_(False)
+        teacher_size = int(meta["image_size"])
 
     torch.manual_seed(derive_seed(seed, "student-init"))
     student = build_model(cfg.student, num_classes, cfg.image_size, **config["model_kwargs"])
@@ -78,7 +85,8 @@ def _student_loop(config: dict) -> dict:
                                        mean=mean, std=std)
         else:
             stats = train_one_epoch_kd(student, teacher, x, optimizer, cfg, device, g,
-                                       batches=batches, mean=mean, std=std)
+                                       batches=batches, mean=mean, std=std,
+                                       teacher_size=teacher_size)
         done = epoch + 1
         if done % cfg.eval_every and done != cfg.epochs:
             continue
@@ -87,6 +95,9 @@ def _student_loop(config: dict) -> dict:
         if top1 > best:
             best, best_epoch = top1, done
         history.append([done, round(top1, 3), round(loss, 5)])
+        if rank == 0:
+            report_epoch(config.get("progress_file"), epoch=done, top1=round(top1, 2),
+                         best=round(best, 2))
         if rank == 0 and (done % config["print_every"] == 0 or done == cfg.epochs):
             logger.info(f"[eval seed {seed}] epoch {done}/{cfg.epochs} loss {loss:.4f} "
                         f"top-1 {top1:.2f}% (best {best:.2f}% @ {best_epoch})")
@@ -97,16 +108,38 @@ def _student_loop(config: dict) -> dict:
             "history": history}
 
 
+def _resolve_norm(cfg: EvalConfig, teacher_meta: dict | None, teacher_ckpt, stored_side: int
+                  ) -> tuple[str, str]:
+    """(normalisation, where it came from) of one evaluation: see EvalConfig.norm."""
+    recorded = None
+    if teacher_meta is not None:
+        try:
+            recorded = recorded_norm(teacher_meta)
+        except ValueError as e:
+            raise ConfigError(f"teacher {teacher_ckpt}: {e}; save it with extra={{'norm': name}}")
+    if recorded is not None:
+        if cfg.norm not in ("auto", recorded):
+            raise ConfigError(f"eval.norm={cfg.norm} but teacher {teacher_ckpt} was trained on "
+                              f"{recorded!r}-normalised inputs, and it sees the student's batch; "
+                              f"set eval.norm=auto (or {recorded})")
+        return recorded, f"teacher {teacher_ckpt}"
+    if cfg.norm != "auto":
+        return cfg.norm, "eval.norm"
+    return norm_for_side(stored_side), f"auto: images stored at {stored_side} px"
+
+
 def evaluation_plan(cfg: EvalConfig, condensed_path: str | Path, val_path: str | Path,
                     teacher_ckpt: str | Path | None, ipc: int | None = None, *,
-                    norm: str = "cifar", model_kwargs: dict | None = None) -> dict:
+                    model_kwargs: dict | None = None) -> dict:
     """Check an evaluation's inputs and fix what it depends on, without training.
 
-    Returns the head of eval.json (paths, classes, batch size, config) plus `inputs_key`: the
-    digest a seed file must carry to be reused (config but seeds, batch size, norm, data and
-    teacher stamps). A caller that kept seeds elsewhere writes them as seed_file(out, k) with
-    this key before calling evaluate_condensed.
+    Returns the head of eval.json (paths, classes, batch size, resolved normalisation and where
+    it came from, stored image side, teacher input size, config) plus `inputs_key`: the digest
+    a seed file must carry to be reused (config but seeds, batch size, norm, data and teacher
+    stamps). A caller that kept seeds elsewhere writes them as seed_file(out, k) with this key
+    before calling evaluate_condensed. eval.norm is resolved here and only here.
     """
+    meta = None
     if not cfg.hard_labels:
         if teacher_ckpt is None:
             raise ConfigError("KD needs a teacher checkpoint (a teacher.pt from dc3ray teacher), "
@@ -124,17 +157,27 @@ def evaluation_plan(cfg: EvalConfig, condensed_path: str | Path, val_path: str |
                               f"images but eval.image_size={cfg.image_size}; set them equal")
     else:
         num_classes = num_classes_of(val_path, condensed_path)
-    labels = datasets.load_table(condensed_path).column(schema.LABEL).to_numpy()
+    table = datasets.load_table(condensed_path)
+    labels = table.column(schema.LABEL).to_numpy()
     ipc = math.ceil(len(labels) / num_classes) if ipc is None else ipc
+    side = datasets.stored_side(table, limit=None)
+    norm, norm_source = _resolve_norm(cfg, meta, teacher_ckpt, side)
     plan = {
         "condensed_path": str(Path(condensed_path).resolve()),
         "val_path": str(Path(val_path).resolve()),
         "teacher_ckpt": str(teacher_ckpt) if teacher_ckpt else None, "student": cfg.student,
         "ipc": ipc, "num_images": int(len(labels)), "num_classes": num_classes,
-        "batch_size": batch_size_for(ipc, num_classes, cfg), "norm": norm, "config": to_dict(cfg),
-        "model_kwargs": dict(model_kwargs or {})}
+        "batch_size": batch_size_for(ipc, num_classes, cfg), "norm": norm,
+        "norm_source": norm_source, "stored_side": side,
+        "teacher_image_size": None if meta is None else int(meta["image_size"]),
+        "config": to_dict(cfg), "model_kwargs": dict(model_kwargs or {})}
     parts = {k: plan[k] for k in ("student", "num_classes", "batch_size", "norm", "model_kwargs")}
-    parts["config"] = {k: v for k, v in plan["config"].items() if k != "seeds"}
+    # The resolved norm stands for eval.norm, so "auto" and its value share seeds.
+    parts["config"] = {k: v for k, v in plan["config"].items() if k not in ("seeds", "norm")}
+    if side != cfg.image_size or plan["teacher_image_size"] not in (None, cfg.image_size):
+        # Crops from the stored resolution, centre-cropped val, teacher fed at its own size:
+        # seeds kept from before these views (squashed to image_size) are not reused.
+        parts["views"] = "stored-crop/val-centre-crop/teacher-size"
     parts["stamps"] = [tree_stamp(condensed_path), tree_stamp(val_path),
                        tree_stamp(teacher_ckpt) if teacher_ckpt else None]
     return {**plan, "inputs_key": json_digest(parts)}
@@ -162,16 +205,19 @@ def _train_seed(cfg: EvalConfig, plan: dict, seed: int, out_dir: Path, cpus_per_
     config = {"cfg": to_dict(cfg), "seed": seed, "print_every": max(1, print_every),
               **{k: plan[k] for k in ("condensed_path", "val_path", "teacher_ckpt", "num_classes",
                                       "batch_size", "norm", "model_kwargs")}}
-    # A fresh run name per call: a seed restarts from scratch, it has no checkpoints.
-    result, wall = fit(_student_loop, config, workers=cfg.workers, use_gpu=cfg.use_gpu,
-                       cpus_per_worker=cpus_per_worker, storage=out_dir / "ray",
-                       name=f"eval_seed{seed}_{uuid.uuid4().hex[:8]}")
+    name = f"eval_seed{seed}_{uuid.uuid4().hex[:8]}"
+    with follow_epochs(out_dir / "ray" / f"{name}.progress", cfg.epochs,
+                       f"eval {cfg.student} seed {seed}") as progress:
+        # A fresh run name per call: a seed restarts from scratch, it has no checkpoints.
+        result, wall = fit(_student_loop, {**config, "progress_file": progress},
+                           workers=cfg.workers, use_gpu=cfg.use_gpu,
+                           cpus_per_worker=cpus_per_worker, storage=out_dir / "ray", name=name)
     return {**result.return_value, "wall_s": round(wall, 2)}
 
 
 def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: str | Path,
                        teacher_ckpt: str | Path | None, out_dir: str | Path,
-                       ipc: int | None = None, *, norm: str = "cifar",
+                       ipc: int | None = None, *,
                        cpus_per_worker: float | None = None, model_kwargs: dict | None = None,
                        print_every: int = 10, experiment: str = "dc3ray-eval",
                        tracking_out: str | Path | None = None,
@@ -180,8 +226,9 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
     each as one Ray Train run of cfg.workers workers (0: in this process, the same numbers
     without worker start-up); top-1 on `val_path` every cfg.eval_every epochs and at the end.
 
-    KD from the frozen teacher at `teacher_ckpt` (our format), or cross-entropy when
-    cfg.hard_labels. `ipc` sets the batch rule min(ipc * C, cfg.batch_rule); by default
+    KD from the frozen teacher at `teacher_ckpt` (our format; fed the augmented batch at its
+    own image_size), or cross-entropy when cfg.hard_labels; one normalisation, cfg.norm as
+    evaluation_plan resolves it. `ipc` sets the batch rule min(ipc * C, cfg.batch_rule); by default
     ceil(images / classes). Each finished seed is kept as seed_file(out_dir, k) and reused by a
     rerun with the same inputs (see evaluation_plan). Writes out_dir/eval.json (per seed: final
     and best top-1, best epoch, wall time, curve; mean and population std over seeds) and logs
@@ -191,7 +238,7 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
     check_train_v2()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = evaluation_plan(cfg, condensed_path, val_path, teacher_ckpt, ipc, norm=norm,
+    plan = evaluation_plan(cfg, condensed_path, val_path, teacher_ckpt, ipc,
                            model_kwargs=model_kwargs)
     init_ray()
     if cfg.workers:
@@ -219,9 +266,10 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
                     "wall_s": round(time.perf_counter() - t_all, 2)})
     summary["mlflow"] = _log_mlflow(tracking_out or out_dir, cfg, summary, experiment)
     write_json(out_dir / EVAL_JSON, summary)
-    log(f"[eval] {cfg.student} ipc {summary['ipc']}: final {summary['final_mean']:.2f} +- "
-        f"{summary['final_std']:.2f}, best {summary['best_mean']:.2f} +- "
-        f"{summary['best_std']:.2f} over {cfg.seeds} seed(s) -> {out_dir / EVAL_JSON}")
+    if cfg.seeds > 1:  # one seed has no spread to show
+        log(f"[eval] {cfg.student} ipc {summary['ipc']}: final {summary['final_mean']:.2f} +- "
+            f"{summary['final_std']:.2f}, best {summary['best_mean']:.2f} +- "
+            f"{summary['best_std']:.2f} over {cfg.seeds} seeds")
     return summary
 
 
@@ -243,8 +291,10 @@ def _log_mlflow(out: Path, cfg: EvalConfig, summary: dict, experiment: str) -> d
 
 def evaluate_command(cmd: EvaluateCommand, log: Callable[[str], None] = print) -> int:
     """`dc3ray evaluate`: score the set and print the summary line."""
-    res = evaluate_condensed(cmd.eval, cmd.condensed, cmd.val, cmd.teacher, cmd.out, ipc=cmd.ipc,
-                             log=log)
+    with output_lock(cmd.out, "evaluate", log), run_logs(log_file(cmd.out)):
+        check_store(cmd.out, "dc3ray-eval")  # a broken store stops it before any training
+        res = evaluate_condensed(cmd.eval, cmd.condensed, cmd.val, cmd.teacher, cmd.out,
+                                 ipc=cmd.ipc, log=log)
     log(f"final top-1 {res['final_mean']:.2f} +- {res['final_std']:.2f}  best top-1 "
         f"{res['best_mean']:.2f} +- {res['best_std']:.2f}  ({cmd.eval.seeds} seeds) -> "
         f"{Path(cmd.out) / EVAL_JSON}")

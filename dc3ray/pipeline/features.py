@@ -17,13 +17,15 @@ import pyarrow.parquet as pq
 
 from ..config import EmbedConfig, GradConfig, from_dict, to_dict
 from ..core import schema
-from ..core.datasets import load_class_map, load_table
+from ..core.classtable import dataset_imagenet_indices
+from ..core.datasets import is_shard_dir, load_class_map, load_table
 from ..core.imageio import decode_batch, decode_rgb
-from ..core.shards import atomic_dir
+from ..core.shards import atomic_dir, shard_files
 from ..core.shards import read_shards as read_image_shards  # in the driver (.io's: Ray Data)
 from ..errors import DataError, MissingPathError
 from .io import read_shards
-from .resources import actor_pool_kwargs
+from .progress import watch_parquet_rows
+from .resources import map_with_actor_pool
 
 E = "e"
 H = "h"
@@ -80,10 +82,11 @@ class GradientFeaturizer:
     """
 
     def __init__(self, cfg_dict: dict, num_classes: int, faithful: bool = False,
-                 keep: tuple[str, ...] = (), embedding_from_h: bool = False):
+                 keep: tuple[str, ...] = (), embedding_from_h: bool = False,
+                 imagenet_indices: list[int] | None = None):
         from ..core.features import build_grad_model
         self.model = build_grad_model(from_dict(GradConfig, cfg_dict), num_classes, _device(),
-                                      faithful=faithful)
+                                      faithful=faithful, imagenet_indices=imagenet_indices)
         self.keep = tuple(keep)
         self.embedding_from_h = embedding_from_h
 
@@ -189,6 +192,15 @@ def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg:
     """
     class_map = load_class_map(dataset_path)
     num_classes = max(class_map.values()) + 1
+    # grad.head=imagenet's targets: each label's ImageNet index (ingested with a class table).
+    imagenet_indices = dataset_imagenet_indices(dataset_path, class_map) \
+        if need_gradients and grad_cfg.head == "imagenet" else None
+    if imagenet_indices is None and need_gradients and grad_cfg.head == "imagenet" \
+            and num_classes != 1000 and grad_cfg.backbone not in ("teacher", "convnet3"):
+        # Fail here, not in every actor's constructor (an imagenet_subset teacher has its own).
+        raise DataError(f"grad.head=imagenet needs each class's ImageNet-1K index, but "
+                        f"{dataset_path} has no imagenet_index.json: ingest it with "
+                        "--class-map <classes.tsv>, or choose grad.head=random or zero")
     shared = need_embedding and need_gradients and shares_backbone(embed_cfg, grad_cfg)
     # Several blocks per actor, so every actor of a pool of k > 1 has work.
     actors = max(embed_cfg.num_actors if need_embedding and not shared else 0,
@@ -196,19 +208,20 @@ def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg:
     ds = read_shards(dataset_path, columns=[schema.KEY, schema.LABEL, schema.IMAGE],
                      min_blocks=4 * actors if actors > 1 else 1)
     if need_embedding and not shared:
-        ds = ds.map_batches(
-            Embedder, batch_format="numpy", batch_size=embed_cfg.batch_size,
+        ds = map_with_actor_pool(
+            ds, Embedder, embed_cfg.num_actors, embed_cfg.num_cpus_per_actor,
+            batch_format="numpy", batch_size=embed_cfg.batch_size,
             fn_constructor_kwargs=dict(cfg_dict=to_dict(embed_cfg), faithful=faithful,
-                                       keep=(schema.IMAGE,) if need_gradients else ()),
-            **actor_pool_kwargs(embed_cfg.num_actors, embed_cfg.num_cpus_per_actor))
+                                       keep=(schema.IMAGE,) if need_gradients else ()))
     if need_gradients:
-        ds = ds.map_batches(
-            GradientFeaturizer, batch_format="numpy", batch_size=grad_cfg.batch_size,
+        ds = map_with_actor_pool(
+            ds, GradientFeaturizer, grad_cfg.num_actors, grad_cfg.num_cpus_per_actor,
+            batch_format="numpy", batch_size=grad_cfg.batch_size,
             fn_constructor_kwargs=dict(cfg_dict=to_dict(grad_cfg), num_classes=num_classes,
                                        faithful=faithful, embedding_from_h=shared,
+                                       imagenet_indices=imagenet_indices,
                                        keep=(schema.EMBEDDING,) if need_embedding and not shared
-                                       else ()),
-            **actor_pool_kwargs(grad_cfg.num_actors, grad_cfg.num_cpus_per_actor))
+                                       else ()))
     if not (need_embedding or need_gradients):
         ds = ds.select_columns([schema.KEY, schema.LABEL])
     ds = ds.map_batches(_to_arrow_lists, batch_format="numpy")
@@ -220,7 +233,9 @@ def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg:
             "embed": to_dict(embed_cfg) if need_embedding else None,
             "grad": to_dict(grad_cfg) if need_gradients else None, "faithful": faithful,
             "embedding_is_h": shared, "sorted": needs_sort}
-    with atomic_dir(out_dir, overwrite=True) as tmp:
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(dataset_path)) \
+        if is_shard_dir(dataset_path) else None
+    with atomic_dir(out_dir, overwrite=True) as tmp, watch_parquet_rows(tmp, rows, "features"):
         ds.write_parquet(str(tmp))
         (tmp / schema.CLASS_MAP_FILE).write_text(json.dumps(class_map, indent=2, sort_keys=True))
         (tmp / FEATURES_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))

@@ -22,6 +22,7 @@ from ..core import datasets
 from ..core.atomic import atomic_dir, write_json
 from ..core.lora import LORA_WEIGHTS_FILE, resolve_base
 from ..errors import ConfigError, DataError
+from ..logs import log_file, run_logs
 from .raytrain import (
     STATE_FILE,
     all_sum,
@@ -210,5 +211,6 @@ def finetune_diffusion(cfg: FinetuneConfig, *, cpus_per_worker: float | None = N
 
 def finetune_command(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> int:
     """`dc3ray finetune-diffusion`."""
-    finetune_diffusion(cfg, log=log)
+    with run_logs(log_file(cfg.out)):
+        finetune_diffusion(cfg, log=log)
     return 0

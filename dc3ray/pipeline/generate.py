@@ -23,6 +23,7 @@ from ..core.atomic import write_json
 from ..core.lora import LORA_WEIGHTS_FILE, resolve_base
 from ..core.shards import write_shards_atomic
 from ..errors import ConfigError, DataError
+from ..logs import log_file, run_logs
 from .finetune import EXPERIMENT, FINETUNE_JSON
 from .resources import cuda_available_in_cluster, init_ray
 from .tracking import log_run
@@ -192,5 +193,6 @@ def _merge_manifest(path: Path, update: dict) -> None:
 
 def generate_command(cfg: GenerateConfig, log: Callable[[str], None] = print) -> int:
     """`dc3ray generate`."""
-    generate_images(cfg, log=log)
+    with run_logs(log_file(cfg.out)):
+        generate_images(cfg, log=log)
     return 0

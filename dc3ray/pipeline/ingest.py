@@ -16,13 +16,22 @@ import pyarrow as pa
 
 from ..config import InfoCommand, IngestCommand, IngestConfig
 from ..core import schema
+from ..core.classtable import (
+    IMAGENET_INDEX_FILE,
+    check_table_covers,
+    is_class_table,
+    read_class_table,
+)
 from ..core.shards import shard_files, write_shards_atomic
-from ..core.sources import SourceError, read_class_map, scan_source
+from ..core.sources import SourceError, detect_format, read_class_map, scan_source
 
 
-def _fingerprint(rows: list[dict], class_map: dict[str, int], shard_rows: int) -> str:
+def _fingerprint(rows: list[dict], class_map: dict[str, int], shard_rows: int,
+                 imagenet_index: dict[str, int] | None = None) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(class_map, sort_keys=True).encode())
+    if imagenet_index is not None:  # only then: sets ingested without a table keep their id
+        h.update(json.dumps(imagenet_index, sort_keys=True).encode())
     h.update(str(shard_rows).encode())
     for r in rows:
         h.update(r[schema.KEY].encode("utf-8"))
@@ -35,11 +44,20 @@ def ingest(src: str | Path, out: str | Path, cfg: IngestConfig = IngestConfig(),
     """Ingest `src` into `out`; returns the report dict (also written to out/ingest_report.json).
 
     Raises SourceError for a missing source, an empty class, a duplicate key, or an OUT that
-    already holds a different dataset.
+    already holds a different dataset. A .tsv class map (core.classtable) must list exactly the
+    source's class folders; its ImageNet indices are written to out/imagenet_index.json.
     """
     t0 = time.perf_counter()
     src, out = Path(src), Path(out)
     class_map = read_class_map(cfg.class_map) if cfg.class_map else None
+    imagenet_index = None
+    if cfg.class_map and is_class_table(cfg.class_map):
+        table = read_class_table(cfg.class_map)
+        imagenet_index = table.index_map()
+        if detect_format(src) == "imagefolder":
+            folders = sorted(p.name for p in src.iterdir()
+                             if p.is_dir() and not p.name.startswith("."))
+            check_table_covers(table, folders, cfg.class_map, src)
     if out.exists() and not out.is_dir():
         raise SourceError(f"output {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / schema.DATASET_INFO_FILE).is_file():
@@ -47,7 +65,7 @@ def ingest(src: str | Path, out: str | Path, cfg: IngestConfig = IngestConfig(),
                           "choose an empty or new folder")
     log(f"[ingest] scanning {src} ...")
     scan = scan_source(src, class_map, split=split, num_workers=cfg.num_workers)
-    fp = _fingerprint(scan.rows, scan.class_map, cfg.shard_rows)
+    fp = _fingerprint(scan.rows, scan.class_map, cfg.shard_rows, imagenet_index)
     info_file = out / schema.DATASET_INFO_FILE
     if info_file.is_file():
         old = json.loads(info_file.read_text())
@@ -71,9 +89,11 @@ def ingest(src: str | Path, out: str | Path, cfg: IngestConfig = IngestConfig(),
     }
     info = {"fingerprint": fp, "source": report["source"], "format": scan.format,
             "num_rows": table.num_rows, "num_classes": len(scan.class_map), "split": split}
-    write_shards_atomic(table, out, cfg.shard_rows, extra_files={
-        schema.CLASS_MAP_FILE: scan.class_map, schema.INGEST_REPORT_FILE: report,
-        schema.DATASET_INFO_FILE: info}, overwrite=True)
+    extra = {schema.CLASS_MAP_FILE: scan.class_map, schema.INGEST_REPORT_FILE: report,
+             schema.DATASET_INFO_FILE: info}
+    if imagenet_index is not None:
+        extra[IMAGENET_INDEX_FILE] = imagenet_index
+    write_shards_atomic(table, out, cfg.shard_rows, extra_files=extra, overwrite=True)
     wall = time.perf_counter() - t0
     report["wall_s"] = round(wall, 2)
     report["images_per_s"] = round(table.num_rows / wall, 1) if wall > 0 else None

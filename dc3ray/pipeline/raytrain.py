@@ -44,10 +44,20 @@ def worker_logging() -> None:
 IN_PROCESS = "in_process"
 
 
-def load_split(path: str, size: int, num_classes: int, device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (N, size, size, 3) images and int64 labels of an image set, on `device`."""
-    images, labels, _ = datasets.decode_images(datasets.load_table(path), size)
+# Training crops cover >= 61% of a side (at the default RRC scale >= 0.5, aspect <= 4/3) and
+# are resized to `size`: pixels beyond ~2 x size are averaged away, so none are kept (memory).
+STORED_CAP = 2
+
+
+def load_split(path: str, size: int, num_classes: int, device: torch.device, view: str = "resize"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, H, W, 3) images and int64 labels of an image set, on `device`. view: 'resize'
+    (every image resized to size x size), 'stored' (its stored resolution, longer side capped
+    at STORED_CAP x size: datasets.decode_stored) or 'eval' (the held-out view at size:
+    datasets.decode_eval)."""
+    decode = {"resize": datasets.decode_images, "eval": datasets.decode_eval,
+              "stored": lambda t, s: datasets.decode_stored(t, STORED_CAP * s)}[view]
+    images, labels, _ = decode(datasets.load_table(path), size)
     if len(images) == 0:
         raise DataError(f"image set {path} holds no images")
     if labels.min() < 0 or labels.max() >= num_classes:
@@ -56,18 +66,17 @@ def load_split(path: str, size: int, num_classes: int, device: torch.device
     return torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
 
 
-# Set in a loop's config when _fit runs it in this process instead of on Ray Train workers.
-IN_PROCESS = "in_process"
 
-
-def loop_inputs(config: dict, size: int, train_key: str) -> SimpleNamespace:
+def loop_inputs(config: dict, size: int, train_key: str, train_view: str = "resize"
+                ) -> SimpleNamespace:
     """What every training loop starts with, inside its worker: logging, rank / world / device,
-    normalisation and the two image sets (config[train_key] and config["val_path"])."""
+    normalisation and the two image sets: config[train_key] as `train_view` (see load_split)
+    and config["val_path"] as the held-out view at `size`."""
     worker_logging()
     rank, world, device = worker_context(config)
     mean, std = norm_stats(config["norm"])
-    x, y = load_split(config[train_key], size, config["num_classes"], device)
-    x_val, y_val = load_split(config["val_path"], size, config["num_classes"], device)
+    x, y = load_split(config[train_key], size, config["num_classes"], device, train_view)
+    x_val, y_val = load_split(config["val_path"], size, config["num_classes"], device, "eval")
     return SimpleNamespace(rank=rank, world=world, device=device, norm=config["norm"], mean=mean,
                            std=std, num_classes=config["num_classes"], x=x, y=y, x_val=x_val,
                            y_val=y_val)

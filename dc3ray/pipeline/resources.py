@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import ray
+
+from ..errors import ClusterError
+from ..logs import verbose
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +23,33 @@ def init_ray(num_cpus: int | None = None, **kwargs) -> None:
         return
     # Local single-user clusters need no token; a real cluster sets its own auth mode.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, **kwargs)
+    # Worker output (Ray Train's own lines) reaches the driver only with --verbose; our progress
+    # comes through dc3ray.pipeline.progress. Workers' logs stay in Ray's session folder.
+    quiet = {"log_to_driver": verbose()}
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        try:
+            ray.init(address=address, **quiet, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ClusterError(f"cannot reach the Ray cluster at RAY_ADDRESS={address} "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                               hint="check the address (`ray status` on the head node), or "
+                                    "unset RAY_ADDRESS to run on a local instance") from None
         return
     local_train_defaults()
     # Every worker of the local instance runs the hook below (detached actors included).
     runtime_env = dict(kwargs.pop("runtime_env", None) or {})
     runtime_env.setdefault("worker_process_setup_hook", _QUIET_HOOK)
-    ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False,
-             log_to_driver=True, runtime_env=runtime_env, **kwargs)
+    try:
+        # address="local": a new instance of our own, even when `ray start` left one running.
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 2,
+                 include_dashboard=False, runtime_env=runtime_env, **quiet, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError, OSError) as e:
+        raise ClusterError(f"could not start a local Ray instance ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200]})",
+                           hint="another Ray may hold its ports: `ray stop` ends instances "
+                                "started with `ray start`, or set RAY_ADDRESS=auto to join one; "
+                                "`--verbose` shows Ray's own log") from None
 
 
 def local_train_defaults() -> None:
@@ -89,7 +111,25 @@ def actor_pool_kwargs(num_actors: int, num_cpus_per_actor: float = 1.0,
 
 
 def configure_data_context(show_progress: bool = True) -> None:
-    """Deterministic block order (needed for byte-identical outputs) and progress bars."""
+    """Deterministic block order (needed for byte-identical outputs); Ray Data's own progress
+    bars only with --verbose (ours: dc3ray.pipeline.progress)."""
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = show_progress
+    # Ray Data's own bars and plans go to stderr: out/logs/ray.log inside a run (dc3ray.logs).
+    ctx.enable_progress_bars = show_progress and verbose()
+
+
+def map_with_actor_pool(ds: "ray.data.Dataset", actor_cls: type, num_actors: int,
+                        num_cpus_per_actor: float = 1.0, use_gpu: bool | None = None,
+                        **map_kwargs) -> "ray.data.Dataset":
+    """ds.map_batches(actor_cls, ...) on a fixed pool (actor_pool_kwargs).
+
+    Ray 2.60 takes max_restarts / max_task_retries only through its deprecated
+    `ray_remote_args` (to go in 2.64, no named replacement yet): that one expected warning of
+    this call is filtered here; any other stays visible.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated",
+                                category=DeprecationWarning)
+        return ds.map_batches(actor_cls, **actor_pool_kwargs(num_actors, num_cpus_per_actor,
+                                                             use_gpu), **map_kwargs)

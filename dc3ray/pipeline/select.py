@@ -37,6 +37,8 @@ from .features import (
     read_features,
 )
 from .io import write_table_atomic
+from ..logs import log_file, run_logs
+from .progress import bar
 
 MANIFEST_FILE = "manifest.parquet"
 SELECTION_INFO_FILE = "selection.json"
@@ -69,8 +71,6 @@ def select_per_class(features_path: str | Path, select_cfg: SelectConfig, out_di
     seconds) are written atomically. Each task reads its own class from `features_path`, so on
     a multi-node cluster that path must be shared storage.
     """
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     features_path = str(Path(features_path).resolve())
     labels = np.asarray(read_features(features_path, columns=[schema.LABEL])
@@ -98,8 +98,8 @@ def select_per_class(features_path: str | Path, select_cfg: SelectConfig, out_di
     pending = [int(c) for c in classes]
     in_flight: dict = {}
     rows: list[dict] = []
-    bar = tqdm(total=len(pending), desc=f"select {select_cfg.method}", unit="class",
-               disable=not show_progress)
+    progress = bar(len(pending), f"select ({select_cfg.method})", unit="class",
+                   disable=not show_progress)
     try:
         while pending or in_flight:
             while pending and len(in_flight) < select_cfg.max_in_flight:
@@ -115,9 +115,9 @@ def select_per_class(features_path: str | Path, select_cfg: SelectConfig, out_di
                     raise RuntimeError(
                         f"selection failed for class {who(c)} after {max_retries} retries: "
                         f"{type(cause).__name__}: {cause}") from e
-                bar.update(1)
+                progress.update(1)
     finally:
-        bar.close()
+        progress.close()
         for ref in in_flight:
             ray.cancel(ref)
 
@@ -168,6 +168,77 @@ def materialise_subset(source_path: str | Path, manifest_path: str | Path,
     return write_table_atomic(table, out_dir, shard_rows, extra_files=extra)
 
 
+# --------------------------------------------------------------------------------------------
+# RDED (select.method=rded): stitched patches instead of a subset
+# --------------------------------------------------------------------------------------------
+
+RDED_INFO_FILE = "rded.json"
+
+
+def read_shards_rows(path: str | Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(path))
+
+
+def _rded_one_class(train_path: str, label: int, sel_dict: dict, grad_dict: dict) -> dict:
+    """Task body: read one class, score candidate crops with the grad model, stitch."""
+    import torch
+
+    from ..core.features import build_scorer
+    from ..core.imageio import decode_batch, encode_png
+    from ..core.rded import rded_class
+
+    sel = from_dict(SelectConfig, sel_dict)
+    table = pads.dataset([str(f) for f in shard_files(train_path)], format="parquet").to_table(
+        columns=[schema.KEY, schema.CLASS_NAME, schema.IMAGE, schema.HEIGHT],
+        filter=pc.field(schema.LABEL) == int(label)).sort_by(schema.KEY)
+    keys = table.column(schema.KEY).to_pylist()
+    side = max(table.column(schema.HEIGHT).to_pylist())  # crops come from the stored size
+    images = decode_batch(table.column(schema.IMAGE).to_pylist(), side, keys)
+    scorer = build_scorer(from_dict(GradConfig, grad_dict),
+                          "cuda" if torch.cuda.is_available() else "cpu")
+
+    def score(crops: np.ndarray) -> np.ndarray:
+        return np.concatenate([scorer(crops[i:i + 256], np.full(len(crops[i:i + 256]), label))
+                               for i in range(0, len(crops), 256)])
+    out, sources = rded_class(images, keys, score, sel.ipc, sel.rded_factor, sel.rded_crops,
+                              sel.rded_min_scale, sel.seed)
+    name = table.column(schema.CLASS_NAME)[0].as_py()
+    return {"keys": [f"rded/{name}/{i:04d}" for i in range(len(out))], "label": int(label),
+            "class_name": name, "images": [encode_png(im) for im in out], "side": int(out.shape[1]),
+            "sources": sources}
+
+
+def rded_subset(train_path: str | Path, grad_cfg: GradConfig, select_cfg: SelectConfig,
+                out_dir: str | Path, shard_rows: int = 1000, show_progress: bool = True) -> Path:
+    """RDED condensed set: select_cfg.ipc stitched images per class (core.rded), one Ray task per
+    class (at most select_cfg.max_in_flight at once), scored by grad_cfg's classifier with its
+    own head. Writes shards (IMAGE_SCHEMA, PNG) + class_map.json + rded.json (each image's patch
+    sources) to out_dir atomically."""
+    train_path = str(Path(train_path).resolve())
+    class_map = load_class_map(train_path)
+    task = ray.remote(num_cpus=1, max_retries=2)(_rded_one_class)
+    pending, in_flight, parts = sorted(class_map.values()), {}, []
+    with bar(len(pending), "select (rded)", unit="class", disable=not show_progress) as progress:
+        while pending or in_flight:
+            while pending and len(in_flight) < select_cfg.max_in_flight:
+                c = pending.pop(0)
+                in_flight[task.remote(train_path, c, to_dict(select_cfg), to_dict(grad_cfg))] = c
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
+                in_flight.pop(ref)
+                parts.append(ray.get(ref))
+                progress.update(1)
+    parts.sort(key=lambda p: p["label"])
+    rows = [{schema.KEY: k, schema.LABEL: p["label"], schema.CLASS_NAME: p["class_name"],
+             schema.IMAGE: im, schema.HEIGHT: p["side"], schema.WIDTH: p["side"]}
+            for p in parts for k, im in zip(p["keys"], p["images"])]
+    table = pa.Table.from_pylist(rows, schema=schema.IMAGE_SCHEMA)
+    info = {"select": to_dict(select_cfg), "grad": to_dict(grad_cfg), "source": train_path,
+            "patches": {k: src for p in parts for k, src in zip(p["keys"], p["sources"])}}
+    return write_table_atomic(table, out_dir, shard_rows,
+                              extra_files={schema.CLASS_MAP_FILE: class_map, RDED_INFO_FILE: info})
+
+
 def run_selection(data_path: str | Path, embed_cfg: EmbedConfig, grad_cfg: GradConfig,
                   select_cfg: SelectConfig, out_dir: str | Path, *,
                   shard_rows: int = 1000, show_progress: bool = True) -> dict:
@@ -179,6 +250,14 @@ def run_selection(data_path: str | Path, embed_cfg: EmbedConfig, grad_cfg: GradC
     out = Path(out_dir)
     timings = {}
     t0 = time.perf_counter()
+    if select_cfg.method == "rded":
+        if not is_shard_dir(data_path):
+            raise ConfigError(f"select.method=rded reads ingested shards; {data_path} is not a "
+                              "shard folder: run `dc3ray ingest` first")
+        condensed = rded_subset(data_path, grad_cfg, select_cfg, out / "condensed", shard_rows,
+                                show_progress)
+        return {"paths": {"condensed": str(condensed)}, "rows": read_shards_rows(condensed),
+                "timings": {"total_s": round(time.perf_counter() - t0, 3)}}
     if select_cfg.method in EMBEDDING_METHODS or select_cfg.method in GRADIENT_METHODS:
         features = compute_features(
             data_path, embed_cfg, grad_cfg, out / "features",
@@ -204,9 +283,10 @@ def run_selection(data_path: str | Path, embed_cfg: EmbedConfig, grad_cfg: GradC
 def select_command(cmd: SelectCommand, log: Callable[[str], None] = print) -> int:
     """`dc3ray select`: features, per-class selection and the condensed shards under cmd.out."""
     from .resources import configure_data_context, init_ray
-    init_ray()
-    configure_data_context()
-    res = run_selection(cmd.data, cmd.embed, cmd.grad, cmd.select, cmd.out)
+    with run_logs(log_file(cmd.out)):
+        init_ray()
+        configure_data_context()
+        res = run_selection(cmd.data, cmd.embed, cmd.grad, cmd.select, cmd.out)
     log(json.dumps(res, indent=2, default=str))
     return 0
 

@@ -45,8 +45,9 @@ from ..config import (
     to_dict,
 )
 from ..core.atomic import atomic_dir, write_json
-from .outputs import claim_output
-from .tracking import ensure_experiment, scoped_env
+from ..logs import log_file, run_logs
+from .outputs import claim_output, output_lock
+from .tracking import check_store, ensure_experiment, scoped_env
 
 SWEEP_FILE = "sweep.json"
 SET_FILE = "set.json"
@@ -102,15 +103,24 @@ def run_sweep(sweep_cfg: SweepConfig | dict | str | Path, out_dir: str | Path | 
     rows: ranked trial rows (rank, trial_id, status, grid keys, final/best top-1 in % and their
     std over seeds, ...), failed: trial ids that errored, csv, png}.
     """
-    from .resources import init_ray
-    from .tracking import tracking_uri
-
     sweep = _as_sweep(sweep_cfg)
     out = Path(out_dir if out_dir is not None else sweep.out).resolve()
     sweep = dataclasses.replace(sweep, out=str(out))
     out.mkdir(parents=True, exist_ok=True)
-    claim_output(out, SWEEP_FILE, to_dict(sweep), what="sweep",
-                 ignore=("out", "max_concurrent_trials", "base.out", "base.num_cpus"))
+    with output_lock(out, "sweep", log), run_logs(log_file(out)):
+        claim_output(out, SWEEP_FILE, to_dict(sweep), what="sweep",
+                     ignore=("out", "max_concurrent_trials", "base.out", "base.num_cpus",
+                             "base.tracking"))
+        # Trials are ranked and resumed through the store: a sweep always needs it, so a broken
+        # one stops the sweep here, before any condense or trial runs.
+        check_store(out, experiment_name(sweep))
+        return _run_sweep(sweep, out, log)
+
+
+def _run_sweep(sweep: SweepConfig, out: Path, log: Callable[[str], None]) -> dict:
+    from .resources import init_ray
+    from .tracking import tracking_uri
+
     init_ray(num_cpus=sweep.base.num_cpus)
 
     # One MLflow store for the whole sweep (condense runs, trial runs, per-seed eval runs): the

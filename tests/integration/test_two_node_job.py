@@ -23,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -77,6 +78,10 @@ class Cluster:
     dashboard: str            # http://host:port of the Jobs HTTP API
     head_logs: Path           # the head node's session logs
     env: dict                 # environment the nodes run with
+    # `ray start` processes (head, then workers), each the leader of its node's session.
+    procs: list = field(default_factory=list)
+    # start_worker(name) adds a worker node with resource {name: 1}; returns its `ray start`.
+    start_worker: Callable[[str], subprocess.Popen] | None = None
 
 
 def _start_node(argv, log: Path, what: str, env: dict, procs: list) -> None:
@@ -164,17 +169,24 @@ def two_nodes():
                 "--dashboard-host", "127.0.0.1", "--dashboard-port", str(ports["dashboard"]),
                 *node_args("node_a")]
 
-    def worker_argv() -> list[str]:
+    def worker_argv(name: str = "node_b") -> list[str]:
         return [RAY, "start", "--address", f"127.0.0.1:{ports['gcs']}",
-                "--node-ip-address", "127.0.0.1", *node_args("node_b")]
+                "--node-ip-address", "127.0.0.1", *node_args(name)]
 
     procs: list[subprocess.Popen] = []
+
+    def start_worker(name: str) -> subprocess.Popen:
+        _start_node(lambda: worker_argv(name), tmp / f"{name}.out", f"worker node {name}", env,
+                    procs)
+        return procs[-1]
+
     try:
         _start_node(head_argv, tmp / "head.out", "head node", env, procs)
         _start_node(worker_argv, tmp / "worker.out", "worker node", env, procs)
         dashboard = f"http://127.0.0.1:{ports['dashboard']}"
         yield Cluster(gcs=f"127.0.0.1:{ports['gcs']}", dashboard=dashboard,
-                      head_logs=tmp / "node_a" / "session_latest" / "logs", env=env)
+                      head_logs=tmp / "node_a" / "session_latest" / "logs", env=env,
+                      procs=procs, start_worker=start_worker)
     finally:
         survivors = _stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -128,7 +128,9 @@ def _run(cfg: Path, kill_after: tuple[str, str] | None = None) -> tuple[int, str
     (a, b): SIGKILL the driver at the first output line containing b after one containing a."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.Popen([sys.executable, "-m", "dc3ray.cli", "condense", "--config", str(cfg)],
+    # --verbose: the kill points are Ray's own lines (worker epochs, Ray Data's progress log).
+    proc = subprocess.Popen([sys.executable, "-m", "dc3ray.cli", "condense", "--config", str(cfg),
+                             "--verbose"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines, seen, deadline = [], False, time.time() + 300
     for line in proc.stdout:

@@ -27,3 +27,18 @@ def test_use_experiment_logs_to_its_store_and_leaves_the_environment_alone(tmp_p
 def test_a_user_tracking_uri_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////srv/mlflow.db")
     assert tracking_uri(tmp_path) == "sqlite:////srv/mlflow.db"
+
+
+def test_artifacts_of_a_sqlite_store_sit_beside_it_never_in_the_working_directory(
+        tmp_path, monkeypatch):
+    from dc3ray.pipeline.tracking import log_run
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    art = tmp_path / "note.txt"
+    art.write_text("x")
+    # A sweep's condense run: its own out folder, the sweep's store (MLFLOW_TRACKING_URI).
+    uri = f"sqlite:///{tmp_path / 'sweep'}/mlflow.db"
+    (tmp_path / "sweep").mkdir()
+    log_run(tmp_path / "run", "exp", "r", {"a": 1}, {"m": 1.0}, artifacts=[art], uri=uri)
+    assert not (tmp_path / "cwd" / "mlruns").exists()
+    assert list((tmp_path / "sweep" / "mlartifacts").rglob("note.txt"))

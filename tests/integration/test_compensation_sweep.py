@@ -1,0 +1,103 @@
+"""Compensation control on local Ray (issue 26): the stage with the diverse assignment and a
+fidelity gate, and a tiny compensation sweep (2 grid points: gate off / on with the run's
+teacher) through condense, Tune and MLflow, on real CIFAR-10 images."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import make_cifar_subset, save_random_teacher
+from dc3ray.config import CompensateConfig
+from dc3ray.core import schema
+from dc3ray.core.shards import read_shards, write_shards_atomic
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(autouse=True)
+def own_mlflow_store(monkeypatch):
+    """Earlier tests' MLflow runs leave MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID in os.environ."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return save_random_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt")
+
+
+@pytest.fixture(scope="module")
+def shards20(cifar_small_shards, tmp_path_factory):
+    """20 real rows of the shared shards, with the class map."""
+    table = read_shards(cifar_small_shards).slice(0, 20)
+    out = tmp_path_factory.mktemp("comp20") / "selected"
+    class_map = json.loads((cifar_small_shards / schema.CLASS_MAP_FILE).read_text())
+    return write_shards_atomic(table, out, shard_rows=8, extra_files={schema.CLASS_MAP_FILE: class_map})
+
+
+def test_the_stage_assigns_diverse_words_and_a_rejecting_gate_keeps_every_source(
+        ray_session, shards20, teacher, tmp_path):
+    from dc3ray.core.editing import assign_diverse, fill_template
+    from dc3ray.core.imageio import decode_rgb
+    from dc3ray.pipeline.compensate import compensate_dataset
+
+    cfg = CompensateConfig(assignment="diverse", strength=0.5, batch_size=8)
+    info = compensate_dataset(str(shards20), cfg, str(tmp_path / "diverse"))
+    assert (info["acceptance_rate"], info["accepted"], info["mean_strength"]) == (1.0, 20, 0.5)
+    src = read_shards(shards20).sort_by(schema.KEY)
+    keys = src.column(schema.KEY).to_pylist()
+    words = assign_diverse([decode_rgb(b) for b in src.column(schema.IMAGE).to_pylist()], keys, cfg)
+    out = read_shards(tmp_path / "diverse")
+    assert out.column("warm_prompt").to_pylist() == [fill_template(cfg.template, words[k][0]) for k in keys]
+    assert out.column("cold_prompt").to_pylist() == [fill_template(cfg.template, words[k][1]) for k in keys]
+
+    gated = CompensateConfig(gate_threshold=1e6, gate_model=str(teacher), gate_tries=2,
+                             keep_originals=True)
+    info = compensate_dataset(str(shards20), gated, str(tmp_path / "gated"))
+    assert (info["acceptance_rate"], info["kept_source"], info["rows"]) == (0.0, 20, 40)
+    out = read_shards(tmp_path / "gated").to_pylist()
+    by_key = dict(zip(keys, src.column(schema.IMAGE).to_pylist()))
+    edits = [r for r in out if r["variant"] != "original"]
+    assert len(edits) == 20 and {r["variant"] for r in edits} == {"source"}
+    assert all(r[schema.IMAGE] == by_key[r["source_key"]] and r["tries"] == 2 for r in edits)
+
+
+@pytest.mark.slow
+def test_a_tiny_compensation_sweep_runs_the_gate_with_the_runs_teacher_and_logs_its_rate(
+        cifar_root, cifar_val_shards, teacher, tmp_path, ray_session):
+    import mlflow
+    from dc3ray.pipeline.sweep import run_sweep
+
+    train = make_cifar_subset(cifar_root, tmp_path / "train", "train", per_class=5)
+    spec = {
+        "name": "tiny-comp", "out": str(tmp_path / "sweep"),
+        "base": {"data": str(train), "val": str(cifar_val_shards), "teacher_path": str(teacher),
+                 "ingest": {"shard_rows": 64}},
+        "overrides": {"select.method": "random", "select.ipc": 1, "select.k": 1,
+                      "compensate.compensator": "classical", "compensate.strength": 0.5,
+                      "compensate.assignment": "diverse", "compensate.gate_model": "auto",
+                      "eval.epochs": 1, "eval.seeds": 1, "eval.eval_every": 1, "eval.workers": 0},
+        "grid": {"compensate.gate_threshold": [0.0, 0.5]},
+        "metric": "best_top1", "max_concurrent_trials": 2,
+    }
+    res = run_sweep(spec, log=lambda *_: None)
+    assert res["failed"] == [] and len(res["rows"]) == 2 and len(res["sets"]) == 2
+    assert {r["compensate.gate_threshold"] for r in res["rows"]} == {0.0, 0.5}
+
+    for s in res["sets"].values():
+        manifest = json.loads((tmp_path / "sweep" / "sets" / s["id"] / "manifest.json").read_text())
+        stage = manifest["stages"]["compensate"]
+        assert 0.0 <= stage["acceptance_rate"] <= 1.0 and stage["accepted"] + stage["kept_source"] == 10
+        assert all(im["outcome"] in ("accepted", "kept_source") and "strength" in im and "tries" in im
+                   for im in manifest["images"])
+        if s["point"]["compensate.gate_threshold"] == 0.0:
+            assert stage["acceptance_rate"] == 1.0 and stage["mean_tries"] == 1.0
+
+    client = mlflow.MlflowClient(tracking_uri=res["tracking_uri"])
+    trial_runs = client.search_runs([client.get_experiment_by_name("dc3ray-sweep-tiny-comp").experiment_id])
+    assert sorted(r.data.params["compensate.gate_threshold"] for r in trial_runs) == ["0.0", "0.5"]
+    condense_runs = client.search_runs([client.get_experiment_by_name("dc3ray-cifar10").experiment_id])
+    assert len(condense_runs) == 2
+    rates = sorted(r.data.metrics["compensate.acceptance_rate"] for r in condense_runs)
+    assert rates[-1] == 1.0 and 0.0 <= rates[0] <= 1.0
