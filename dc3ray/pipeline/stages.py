@@ -8,12 +8,10 @@ swept at the next start.
 from __future__ import annotations
 
 import errno
-import gc
 import json
 import re
 import shutil
 import time
-import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -96,16 +94,6 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _release(exc: BaseException) -> None:
-    """Drop the local variables of a failed stage's frames. A caller that keeps the exception
-    (a retry, a sweep, a notebook, pytest.raises) would otherwise keep the stage's Ray Data
-    execution alive, and with it the actors of its pools: they hold their CPUs, and a rerun in
-    the same process can wait for them forever. The traceback text stays."""
-    for e in _chain(exc):
-        traceback.clear_frames(e.__traceback__)
-    gc.collect()  # actor handles in reference cycles go now, not at some later collection
-
-
 class StageCache:
     def __init__(self, root: str | Path, log: Callable[[str], None] = print):
         self.root = Path(root) / "stages"
@@ -164,7 +152,6 @@ class StageCache:
                     info["rows_per_s"] = round(info["rows"] / max(info["seconds"], 1e-9), 1)
                 (tmp / STAGE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
             except Exception as e:
-                _release(e)
                 full = disk_full(e)
                 if full is None:
                     raise
