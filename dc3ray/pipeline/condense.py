@@ -87,22 +87,24 @@ def condense(cfg: CondenseConfig, log=print, *, need_teacher: bool = False) -> d
     _preflight(cfg)  # bad paths and shards fail here, before anything is written or started
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    # One driver per folder; Ray's own output -> out/logs/ray.log (console with --verbose).
-    with output_lock(out, "condense", log), run_logs(log_file(out)):
+    # One driver per folder; a folder that is not this run's is refused before anything is
+    # written to it; Ray's own output -> out/logs/ray.log (console with --verbose).
+    with output_lock(out, "condense", log):
         claim_output(out, "run.json", {"data": str(Path(cfg.data).resolve())},
                      info={"name": cfg.name})
-        # The MLflow store is opened now, not first at the end of the run.
-        mode = start_tracking(cfg.tracking, out, f"dc3ray-{cfg.name}", log)
-        try:
-            with tracking_mode(mode, log):
-                return _condense(cfg, out, log, need_teacher, t_start)
-        except UserError:
-            raise
-        except Exception as e:  # a full disk outside the stage cache (final outputs)
-            full = disk_full(e)
-            if full is None:
+        with run_logs(log_file(out)):
+            # The MLflow store is opened now, not first at the end of the run.
+            mode = start_tracking(cfg.tracking, out, f"dc3ray-{cfg.name}", log)
+            try:
+                with tracking_mode(mode, log):
+                    return _condense(cfg, out, log, need_teacher, t_start)
+            except UserError:
                 raise
-            raise disk_full_error(full, out, "condense") from e
+            except Exception as e:  # a full disk outside the stage cache (final outputs)
+                full = disk_full(e)
+                if full is None:
+                    raise
+                raise disk_full_error(full, out, "condense") from e
 
 
 def _condense(cfg: CondenseConfig, out: Path, log, need_teacher: bool, t_start: float) -> dict:

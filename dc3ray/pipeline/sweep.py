@@ -107,14 +107,16 @@ def run_sweep(sweep_cfg: SweepConfig | dict | str | Path, out_dir: str | Path | 
     out = Path(out_dir if out_dir is not None else sweep.out).resolve()
     sweep = dataclasses.replace(sweep, out=str(out))
     out.mkdir(parents=True, exist_ok=True)
-    with output_lock(out, "sweep", log), run_logs(log_file(out)):
+    with output_lock(out, "sweep", log):
+        # A folder that is not this sweep's is refused before anything is written to it.
         claim_output(out, SWEEP_FILE, to_dict(sweep), what="sweep",
                      ignore=("out", "max_concurrent_trials", "base.out", "base.num_cpus",
                              "base.tracking"))
-        # Trials are ranked and resumed through the store: a sweep always needs it, so a broken
-        # one stops the sweep here, before any condense or trial runs.
-        check_store(out, experiment_name(sweep))
-        return _run_sweep(sweep, out, log)
+        with run_logs(log_file(out)):
+            # Trials are ranked and resumed through the store: a sweep always needs it, so a
+            # broken one stops the sweep here, before any condense or trial runs.
+            check_store(out, experiment_name(sweep))
+            return _run_sweep(sweep, out, log)
 
 
 def _run_sweep(sweep: SweepConfig, out: Path, log: Callable[[str], None]) -> dict:
