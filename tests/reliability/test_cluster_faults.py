@@ -63,7 +63,10 @@ def _client(cluster: Cluster):
             time.sleep(1)
 
 
-ENV_VARS = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# Pools wait for all their actors before data flows: on a loaded machine an actor on a fresh
+# node may otherwise start after the head's two actors have done the whole tiny stage.
+ENV_VARS = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+            "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "180"}
 
 
 def _wait(client, sid: str) -> dict:
