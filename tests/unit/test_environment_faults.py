@@ -181,8 +181,8 @@ def test_a_store_in_a_folder_that_cannot_be_created_is_reported(tmp_path, monkey
     assert "MLFLOW_TRACKING_URI" in e.value.hint
 
 
-def test_optional_tracking_goes_on_after_one_warning_and_off_checks_nothing(tmp_path,
-                                                                          no_user_store):
+def test_optional_tracking_goes_on_after_one_warning_and_disabled_checks_nothing(
+        tmp_path, no_user_store):
     from dc3ray.pipeline.tracking import (
         TrackingError,
         log_run,
