@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -55,6 +58,24 @@ def imagenette_root() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return IMAGENETTE
+
+
+@contextmanager
+def mounted_tmpfs(size: str):
+    """A tmpfs of `size` (e.g. "256k") mounted under /tmp, unmounted after (root only: skips
+    the calling test where mounting is not allowed)."""
+    mnt = Path("/tmp") / f"dc3ray-full-{uuid.uuid4().hex[:8]}"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        mnt.rmdir()
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        mnt.rmdir()
 
 
 def make_cifar_subset(root: Path, out: Path, split: str = "train", per_class: int = 20,

@@ -9,10 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
+
+from conftest import mounted_tmpfs
 
 from dc3ray.config import CondenseConfig, load_config
 from dc3ray.core.shards import read_shards
@@ -82,18 +83,8 @@ def test_files_added_or_replaced_in_the_source_redo_ingest_features_and_selectio
 @pytest.fixture
 def small_disk():
     """A 256 KiB tmpfs for `out` (root only; skipped where mounting is not allowed)."""
-    mnt = Path("/tmp") / f"dc3ray-full-{uuid.uuid4().hex[:8]}"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        mnt.rmdir()
-        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs("256k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        mnt.rmdir()
 
 
 def _cli_condense(src: Path, out: Path, teacher: Path, **extra) -> subprocess.CompletedProcess:

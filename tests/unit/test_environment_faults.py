@@ -7,10 +7,11 @@ import errno
 import os
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
+
+from conftest import mounted_tmpfs
 from PIL import Image
 
 from dc3ray.core.fingerprint import listing_digest
@@ -127,18 +128,8 @@ def test_a_ray_wrapped_enospc_is_recognised(tmp_path):
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 1 MiB tmpfs (root only; skipped where mounting is not allowed)."""
-    mnt = Path("/tmp") / f"dc3ray-full-{uuid.uuid4().hex[:8]}"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        mnt.rmdir()
-        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs("1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        mnt.rmdir()
 
 
 def test_a_stage_that_fills_a_real_disk_fails_cleanly_and_resumes_once_there_is_room(tiny_disk):
