@@ -37,6 +37,11 @@ def write_shards_atomic(table: pa.Table, out_dir: str | Path, shard_rows: int = 
     return Path(out_dir)
 
 
+def count_rows(path: str | Path) -> int:
+    """Rows of a Parquet shard folder (or file), from the file footers only."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(path))
+
+
 def shard_files(path: str | Path) -> list[Path]:
     """Sorted Parquet files of a shard folder (or the file itself)."""
     p = Path(path)

@@ -21,7 +21,7 @@ from ..core import schema
 from ..core.atomic import atomic_dir, write_json
 from ..core.datasets import decode_images, is_shard_dir
 from ..core.fingerprint import file_digest, files_digest, listing_digest
-from ..core.shards import read_shards, write_shards_atomic
+from ..core.shards import count_rows, read_shards, write_shards_atomic
 from ..errors import UserError
 from ..logs import log_file, run_logs
 from .outputs import claim_output, output_lock
@@ -316,9 +316,7 @@ def _features_stage(features_stage, train, embed_cfg, grad_cfg, sel, tmp: Path) 
         str(train), embed_cfg, grad_cfg, str(tmp / "features"),
         need_embedding=sel.method in features_stage.EMBEDDING_METHODS,
         need_gradients=sel.method in features_stage.GRADIENT_METHODS, faithful=sel.faithful)
-    import pyarrow.parquet as pq
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(path).glob("*.parquet"))
-    return {"rows": rows}
+    return {"rows": count_rows(path)}
 
 
 def _select_stage(select_stage, train: Path, features: Path | None, cfg: CondenseConfig,

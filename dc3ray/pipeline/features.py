@@ -20,7 +20,7 @@ from ..core import schema
 from ..core.classtable import dataset_imagenet_indices
 from ..core.datasets import is_shard_dir, load_class_map, load_table
 from ..core.imageio import decode_batch, decode_rgb
-from ..core.shards import atomic_dir, shard_files
+from ..core.shards import atomic_dir, count_rows
 from ..core.shards import read_shards as read_image_shards  # in the driver (.io's: Ray Data)
 from ..errors import DataError, MissingPathError
 from .io import read_shards
@@ -233,8 +233,7 @@ def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg:
             "embed": to_dict(embed_cfg) if need_embedding else None,
             "grad": to_dict(grad_cfg) if need_gradients else None, "faithful": faithful,
             "embedding_is_h": shared, "sorted": needs_sort}
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(dataset_path)) \
-        if is_shard_dir(dataset_path) else None
+    rows = count_rows(dataset_path) if is_shard_dir(dataset_path) else None
     with atomic_dir(out_dir, overwrite=True) as tmp, watch_parquet_rows(tmp, rows, "features"):
         ds.write_parquet(str(tmp))
         (tmp / schema.CLASS_MAP_FILE).write_text(json.dumps(class_map, indent=2, sort_keys=True))

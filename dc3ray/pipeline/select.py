@@ -24,7 +24,7 @@ from ..core import schema
 from ..core.atomic import write_json, write_parquet
 from ..core.datasets import is_shard_dir, load_class_map, load_table
 from ..core.selection import manifest_table, select_class
-from ..core.shards import shard_files
+from ..core.shards import count_rows, shard_files
 from ..errors import ConfigError, DataError
 from .features import (
     EMBEDDING_METHODS,
@@ -175,10 +175,6 @@ def materialise_subset(source_path: str | Path, manifest_path: str | Path,
 RDED_INFO_FILE = "rded.json"
 
 
-def read_shards_rows(path: str | Path) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in shard_files(path))
-
-
 def _rded_one_class(train_path: str, label: int, sel_dict: dict, grad_dict: dict) -> dict:
     """Task body: read one class, score candidate crops with the grad model, stitch."""
     import torch
@@ -256,7 +252,7 @@ def run_selection(data_path: str | Path, embed_cfg: EmbedConfig, grad_cfg: GradC
                               "shard folder: run `dc3ray ingest` first")
         condensed = rded_subset(data_path, grad_cfg, select_cfg, out / "condensed", shard_rows,
                                 show_progress)
-        return {"paths": {"condensed": str(condensed)}, "rows": read_shards_rows(condensed),
+        return {"paths": {"condensed": str(condensed)}, "rows": count_rows(condensed),
                 "timings": {"total_s": round(time.perf_counter() - t0, 3)}}
     if select_cfg.method in EMBEDDING_METHODS or select_cfg.method in GRADIENT_METHODS:
         features = compute_features(
