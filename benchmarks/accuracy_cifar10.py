@@ -56,6 +56,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,15 +64,51 @@ from benchlib import RESULTS, load, machine, save, utc_now  # noqa: E402
 
 from dc3ray.core.atomic import write_json  # noqa: E402
 
-ROWS = {  # row -> (selection method, compensator or None)
-    "random": ("random", None),
-    "herding": ("herding", None),
-    "kcenter": ("kcenter", None),
-    "facility": ("facility", None),
-    "dc3_select": ("dc3", None),
-    "dc3_classical": ("dc3", "classical"),
-    "random_classical": ("random", "classical"),
-    "dc3_diffusion": ("dc3", "instructpix2pix"),
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row: a selection (method, the features it reads, its settings), then an optional
+    compensator. The ablation rows differ from dc3_select in settings only (issue 29)."""
+    method: str
+    comp: str | None = None
+    features: str = "teacher"  # a FEATURES entry
+    select: tuple[tuple[str, object], ...] = ()  # SelectConfig overrides
+    name: str | None = None  # the selection's set name; default: the method's
+
+    @property
+    def selection(self) -> str:
+        return self.name or self.method
+
+
+# name -> (EmbedConfig overrides (bins), GradConfig overrides (gradients), select.faithful):
+# changes to the teacher-backbone features every model-based row reads by default. faithful
+# (the reference's softmax-then-CE gradients, unclamped bins) goes with the reference's setting.
+EFFNET = {"backbone": "efficientnet_lite0", "model_path": None, "image_size": 224,
+          "batch_size": 64}
+FEATURES = {
+    "teacher": ({}, {}, False),                      # (a) the teacher's own head
+    "gradrandom": ({}, {"head": "random"}, False),   # (b) teacher features, seeded random head
+    "effnet": ({}, {**EFFNET, "head": "random"}, True),  # (c) the reference's setting
+    "gradzero": ({}, {"head": "zero"}, False),       # (d) e = 1/C - onehot
+    "effbins": (EFFNET, {}, False),                  # bins in EfficientNet-Lite0 space
+}
+ROWS = {
+    "random": Row("random"),
+    "herding": Row("herding"),
+    "kcenter": Row("kcenter"),
+    "facility": Row("facility"),
+    "dc3_select": Row("dc3"),
+    "dc3_classical": Row("dc3", "classical"),
+    "random_classical": Row("random", "classical"),
+    "dc3_diffusion": Row("dc3", "instructpix2pix"),
+    # issue 29: DC3 selection ablation (one setting changed each) and RDED
+    "dc3_gradrandom": Row("dc3", features="gradrandom", name="dc3-gradrandom"),
+    "dc3_effnet": Row("dc3", features="effnet", name="dc3-effnet"),
+    "dc3_gradzero": Row("dc3", features="gradzero", name="dc3-gradzero"),
+    "dc3_effbins": Row("dc3", features="effbins", name="dc3-effbins"),
+    "dc3_proportional": Row("dc3", select=(("budget", "proportional"),), name="dc3-proportional"),
+    "rded": Row("rded"),
 }
 HARD_SUFFIX = "/hard"
 DEFAULT_ROWS = list(ROWS) + ["random/hard", "dc3_select/hard", "dc3_classical/hard"]
@@ -105,21 +142,28 @@ def _timing(work: Path, name: str) -> float | None:
     return json.loads(f.read_text()).get(name) if f.is_file() else None
 
 
-def _features(args, work: Path) -> Path:
-    """Teacher-backbone embeddings and gradient factors of the whole train split, once."""
+def _features(args, work: Path, variant: str = "teacher") -> Path:
+    """Embeddings and gradient factors of the whole train split for one FEATURES variant, once
+    (work/features for the teacher's, work/features-<variant> for the others)."""
+    from dataclasses import replace
+
     from dc3ray.config import EmbedConfig, GradConfig
     from dc3ray.pipeline.features import compute_features
-    out = work / "features"
+    name = "features" if variant == "teacher" else f"features-{variant}"
+    out = work / name
     if (out / "features.json").is_file():
         return out
-    emb = EmbedConfig(backbone="teacher", model_path=str(Path(args.teacher).resolve()),
-                      image_size=32, batch_size=256)
-    grad = GradConfig(backbone="teacher", model_path=str(Path(args.teacher).resolve()),
-                      image_size=32, batch_size=256)
-    print(f"[acc] features of {args.train} with teacher {args.teacher} ...", flush=True)
+    emb_over, grad_over, faithful = FEATURES[variant]
+    teacher = str(Path(args.teacher).resolve())
+    emb = replace(EmbedConfig(backbone="teacher", model_path=teacher, image_size=32,
+                              batch_size=256), **emb_over)
+    grad = replace(GradConfig(backbone="teacher", model_path=teacher, image_size=32,
+                              batch_size=256), **grad_over)
+    print(f"[acc] {name} of {args.train}: bins {emb.backbone}, gradients {grad.backbone} "
+          f"(head {grad.head}) ...", flush=True)
     t0 = time.perf_counter()
-    compute_features(args.train, emb, grad, out)
-    _record_timing(work, "features", time.perf_counter() - t0)
+    compute_features(args.train, emb, grad, out, faithful=faithful)
+    _record_timing(work, name, time.perf_counter() - t0)
     return out
 
 
@@ -133,22 +177,29 @@ def _once(work: Path, name: str, build) -> Path:
     return out
 
 
-def _selection(args, work: Path, method: str, ipc: int) -> Path:
-    from dc3ray.config import SelectConfig
+def _selection(args, work: Path, row: Row, ipc: int) -> Path:
+    from dc3ray.config import GradConfig, SelectConfig
     from dc3ray.pipeline.features import key_label_table
-    from dc3ray.pipeline.select import materialise_subset, select_per_class
-    name = _set_name(method, ipc)
-    if method not in MODEL_FREE and not (work / "sets" / name).is_dir():
-        _features(args, work)  # before the set's clock starts: features_s is its own figure
+    from dc3ray.pipeline.select import materialise_subset, rded_subset, select_per_class
+    name = _set_name(row.selection, ipc)
+    model_based = row.method not in MODEL_FREE and row.method != "rded"
+    if model_based and not (work / "sets" / name).is_dir():
+        _features(args, work, row.features)  # before the set's clock: features_s is its own figure
 
     def build(out: Path) -> None:
-        if method in MODEL_FREE:
+        sel = SelectConfig(method=row.method, ipc=ipc, seed=args.select_seed,
+                           faithful=FEATURES[row.features][2], **dict(row.select))
+        if row.method == "rded":  # crops scored by the teacher with its own head
+            grad = GradConfig(backbone="teacher", model_path=str(Path(args.teacher).resolve()),
+                              image_size=32, batch_size=256)
+            rded_subset(args.train, grad, sel, out, show_progress=False)
+            return
+        if model_based:
+            feats = _features(args, work, row.features)
+        else:
             feats = work / "keys"
             if not feats.is_dir():
                 key_label_table(args.train, feats)
-        else:
-            feats = _features(args, work)
-        sel = SelectConfig(method=method, ipc=ipc, seed=args.select_seed)
         manifest = select_per_class(feats, sel, work / "selection" / name, show_progress=False)
         materialise_subset(args.train, manifest, out)
     return _once(work, name, build)
@@ -164,8 +215,7 @@ def _compensated(args, work: Path, source: Path, compensator: str) -> Path:
 
 
 def _not_measured(base: str, args) -> str | None:
-    method, comp = ROWS[base]
-    if comp == "instructpix2pix":
+    if ROWS[base].comp == "instructpix2pix":
         import torch
         if not args.diffusion_model:
             return "no InstructPix2Pix weights given (--diffusion-model); none exist offline here"
@@ -270,25 +320,42 @@ def _at_budget(result: dict, epochs: int) -> bool:
     return bool(result.get("history")) and result["history"][-1][0] == epochs
 
 
-def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict):
+def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict, condensed: Path):
     """keep(seed, result, date=None): put one seed of this cell in the store unless it is there,
-    named with the CPU it ran on, the date (default now) and the teacher (DC3 rows select with
-    its features). Returns whether it stored the seed."""
+    named with the CPU it ran on, the date (default now), the teacher (DC3 rows select with
+    its features) and the teacher's reading of the set (top-1, mean p(true class) on its raw
+    images). Returns whether it stored the seed."""
     from dc3ray.core.fingerprint import json_digest
     base, hard = parse_row(row)
     folder = _store(args) / cell_name(row, ipc) / json_digest(parts)
-    uses_teacher = not hard or ROWS[base][0] not in MODEL_FREE
+    uses_teacher = not hard or ROWS[base].method not in MODEL_FREE
     teacher = teacher_label(args.teacher) if uses_teacher else None
+    on_set = {}
 
     def keep(seed: int, result: dict, date: str | None = None) -> bool:
         if seed in _read_entries(folder):
             return False  # stored when it was first done; a reuse changes nothing
+        if not on_set:
+            on_set.update(_teacher_on_set(args.teacher, condensed))
         write_json(folder / f"seed{seed}.json", {
             "inputs": folder.name, "parts": parts, "condense_s": _condense_s(work, base, ipc),
-            "cpu": machine()["cpu"], "teacher": teacher, "result": result,
-            "date": date or utc_now()})
+            "cpu": machine()["cpu"], "teacher": teacher, "teacher_on_set": on_set,
+            "result": result, "date": date or utc_now()})
         return True
     return keep
+
+
+def _teacher_on_set(ckpt: str | Path, condensed: Path) -> dict:
+    """{'teacher_top1' (%), 'mean_p_true'} of the (committed) teacher on the set's raw images:
+    how sure the KD targets are of each image's class."""
+    from teacher_on_sets import teacher_on_set
+
+    from dc3ray.core.models import load_model_checkpoint
+    from dc3ray.core.training import norm_for_side, recorded_norm
+    model, meta = load_model_checkpoint(ckpt, "cpu")
+    norm = recorded_norm(meta) or norm_for_side(meta["image_size"])
+    res = teacher_on_set(model, str(condensed), norm, meta["image_size"])
+    return {k: res[k] for k in ("teacher_top1", "mean_p_true")}
 
 
 def _set_name(method: str, ipc: int | None, comp: str | None = None) -> str:
@@ -299,32 +366,36 @@ def _set_name(method: str, ipc: int | None, comp: str | None = None) -> str:
 
 
 def _condense_s(work: Path, base: str, ipc: int) -> float | None:
-    method, comp = ROWS[base]
-    cond = [_timing(work, _set_name(method, ipc)),
-            _timing(work, _set_name(method, ipc, comp)) if comp else 0.0]
+    row = ROWS[base]
+    cond = [_timing(work, _set_name(row.selection, ipc)),
+            _timing(work, _set_name(row.selection, ipc, row.comp)) if row.comp else 0.0]
     return round(sum(cond), 1) if None not in cond else None
 
 
 def run_cell(args, work: Path, row: str, ipc: int) -> None:
+    from dataclasses import replace
+
     from dc3ray.core.fingerprint import json_digest
     from dc3ray.pipeline.evaluate import evaluate_condensed, evaluation_plan, read_seed, seed_file
     base, hard = parse_row(row)
     if _not_measured(base, args):
         return
-    method, comp = ROWS[base]
-    condensed = _selection(args, work, method, ipc)
-    if comp:
-        condensed = _compensated(args, work, condensed, comp)
+    spec = ROWS[base]
+    condensed = _selection(args, work, spec, ipc)
+    if spec.comp:
+        condensed = _compensated(args, work, condensed, spec.comp)
     cell = cell_name(row, ipc)
     cfg = _eval_cfg(args, hard)
     out = work / "eval" / cell
     # The plan and the evaluation get the same inputs, so the plan's key is the one the
     # evaluation checks its seed files against.
-    inputs = (cfg, condensed, args.val, None if hard else args.teacher)
+    # --screen: only the first seeds now (the record still counts them against --seeds).
+    run_cfg = replace(cfg, seeds=min(cfg.seeds, args.screen)) if args.screen else cfg
+    inputs = (run_cfg, condensed, args.val, None if hard else args.teacher)
     opts = {"ipc": ipc}
     key = evaluation_plan(*inputs, **opts)["inputs_key"]
     parts = inputs_parts(args, condensed, hard, ipc)
-    keep = seed_keeper(args, work, row, ipc, parts)
+    keep = seed_keeper(args, work, row, ipc, parts, condensed)
     in_work = {}
     for seed in range(cfg.seeds):
         f = seed_file(out, seed)
@@ -390,13 +461,16 @@ def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None
                     "cpu": ", ".join(sorted({e.get("cpu", "unknown") for e in stored.values()})),
                     "teacher": ", ".join(sorted({e["teacher"] for e in stored.values()
                                                  if e.get("teacher")})) or None,
+                    "teacher_on_set": next((f"{o['teacher_top1']:.1f}% / {o['mean_p_true']:.3f}"
+                                            for e in stored.values()
+                                            for o in [e.get("teacher_on_set")] if o), None),
                     "status": "measured" if len(seeds) >= args.seeds
                     else f"partial: {len(seeds)}/{args.seeds} seeds"})
             elif old and "final_mean" in old:
                 cell = dict(old)
                 cell.setdefault("from_record", f"{previous.get('date')}, "
                                                f"{previous.get('machine', {}).get('cpu')}")
-                if not hard or ROWS[base][0] not in MODEL_FREE:
+                if not hard or ROWS[base].method not in MODEL_FREE:
                     cell.setdefault("teacher", "not recorded (the previous record's)")
             else:
                 cell["status"] = f"not measured: {reason}" if reason else "not measured yet"
@@ -420,6 +494,9 @@ def main(argv=None) -> dict:
     p.add_argument("--select-seed", type=int, default=0)
     p.add_argument("--comp-seed", type=int, default=0)
     p.add_argument("--diffusion-model", help="local InstructPix2Pix folder (dc3_diffusion row)")
+    p.add_argument("--screen", type=int, metavar="N",
+                   help="train only the first N seeds of each cell now (a screen; the record "
+                        "shows the cell as partial until --seeds are stored)")
     p.add_argument("--report-only", action="store_true", help="collect what exists, run nothing")
     p.add_argument("--out-dir", help="where the JSON record goes (default benchmarks/results)")
     args = p.parse_args(argv)

@@ -1,5 +1,5 @@
 """Compensation batched vs one image per call, in process: the tiny random InstructPix2Pix
-pipeline (dc3ray.core.tiny_diffusion) and the classical OKLab compensator.
+pipeline (tests/tiny_diffusion.py) and the classical OKLab compensator.
 
 diffusion  DiffusionCompensator with `--batch` images per pipeline call vs one image per call
            (gpu_check.core_check: warm model, one warm-up call each, then the timed run; max
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.skip_diffusion:
         import torch
 
-        from dc3ray.core.tiny_diffusion import build_tiny_instruct_pix2pix
+        from benchlib import tiny_diffusion
+        build_tiny_instruct_pix2pix = tiny_diffusion().build_tiny_instruct_pix2pix
 
         if args.threads:
             torch.set_num_threads(args.threads)

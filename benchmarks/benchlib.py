@@ -18,6 +18,16 @@ from pathlib import Path
 from dc3ray.core.atomic import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+
+
+def tiny_diffusion():
+    """tests/tiny_diffusion.py: tiny random diffusers pipelines and the real CLIP tokenizer.
+    Test support, not product code; the benchmarks that measure plumbing (not models) use it."""
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+    import tiny_diffusion as module
+    return module
 
 
 def machine() -> dict:

@@ -9,7 +9,7 @@ published numbers written below (nothing downloaded):
   text_encoder  CLIP ViT-L/14 text tower (CLIPTextModel: 768 hidden, 12 layers, 12 heads)
   vae           SD AutoencoderKL (128/256/512/512, 4 latent channels)
   scheduler     EulerAncestralDiscreteScheduler, SD-1.5 beta schedule
-  tokenizer     the real CLIP BPE tokenizer (dc3ray.core.tiny_diffusion.build_clip_tokenizer)
+  tokenizer     the real CLIP BPE tokenizer (tests/tiny_diffusion.py, build_clip_tokenizer)
 
 Its images are noise. A folder it is saved to carries the marker file
 dc3ray.core.editing.RANDOM_WEIGHTS_MARKER, and `compensate_dataset` refuses such a folder, so
@@ -185,9 +185,10 @@ def module_param_counts(pipe) -> dict[str, int]:
 
 def build_tokenizer():
     """The real CLIP tokenizer, offline (the one place this file touches tiny_diffusion)."""
-    from dc3ray.core.tiny_diffusion import build_clip_tokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchlib import tiny_diffusion
 
-    return build_clip_tokenizer()
+    return tiny_diffusion().build_clip_tokenizer()
 
 
 def build_components(a: P2PArch, seed: int = 0) -> dict:

@@ -1,6 +1,6 @@
 """Throughput and seeding check of the InstructPix2Pix compensator on a borrowed GPU (or CPU dry run).
 
-Builds the tiny random InstructPix2Pix pipeline (dc3ray.core.tiny_diffusion), then measures:
+Builds the tiny random InstructPix2Pix pipeline (tests/tiny_diffusion.py), then measures:
   core   warm in-process DiffusionCompensator: images/s with 8 images per pipeline call vs one
          image per call, the max pixel difference between the two (fp16 on CUDA, fp32 on CPU),
          and whether a rerun gives identical bytes;
@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     import torch
 
-    from dc3ray.core.tiny_diffusion import build_tiny_instruct_pix2pix
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchlib import tiny_diffusion
+    build_tiny_instruct_pix2pix = tiny_diffusion().build_tiny_instruct_pix2pix
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ def _outputs(cfg) -> dict:
             "condensed set (ImageFolder)": str(out / "images"),
             "manifest": str(out / "manifest.json"),
             "eval": str(out / "eval.json") if cfg.evaluate else None,
-            "mlflow": tracking_uri(out)}
+            # No URI to browse when the run recorded none.
+            "mlflow": tracking_uri(out) if cfg.tracking != "disabled" else None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,12 +24,11 @@ from ..errors import DataError, MissingPathError
 # SYMMETRIC_*: EfficientNet-Lite was trained in TF with (x - 127) / 128, and the VAE takes
 # [-1, 1]: both are (x/255 - 0.5) / 0.5.
 from .training import (
-    CIFAR_MEAN,
-    CIFAR_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
     SYMMETRIC_MEAN,
     SYMMETRIC_STD,
+    norm_for_side,
     norm_stats,
 )
 
@@ -132,8 +131,9 @@ def _freeze(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Mo
 
 
 def _checkpoint_norm(meta: dict, path) -> tuple[tuple, tuple]:
-    """mean/std a checkpoint was trained with: meta['extra']['norm'] ('cifar' / 'imagenet', as
-    pipeline.teacher saves it), else explicit meta mean/std, else training's CIFAR default."""
+    """mean/std a checkpoint was trained with: explicit meta mean/std, else meta['extra']['norm']
+    ('cifar' / 'imagenet', as pipeline.teacher saves it), else the rule evaluation uses for a
+    model trained from scratch: by its input size (<= 32 px cifar, larger imagenet)."""
     extra = meta.get("extra") or {}
     mean = extra.get("mean", meta.get("mean"))
     std = extra.get("std", meta.get("std"))
@@ -143,7 +143,7 @@ def _checkpoint_norm(meta: dict, path) -> tuple[tuple, tuple]:
         return tuple(float(v) for v in mean), tuple(float(v) for v in std)
     if extra.get("norm"):
         return norm_stats(extra["norm"])
-    return CIFAR_MEAN, CIFAR_STD
+    return norm_stats(norm_for_side(int(meta.get("image_size") or 32)))
 
 
 def _load_backbone(backbone: str, model_path: str | None, image_size: int, device: torch.device,
@@ -236,7 +236,7 @@ def build_embedder(cfg: EmbedConfig, device: torch.device | str = "cpu", *,
     - resnet18: torchvision ImageNet layout from cfg.model_path, penultimate 512-d, ImageNet norm.
     - teacher / convnet3: our checkpoint (models.load_model_checkpoint), penultimate features,
       at the checkpoint's own image_size (cfg.image_size is ignored: a ConvNet's head fixes
-      it), normalised as the checkpoint records (extra.norm), CIFAR's otherwise.
+      it), normalised as the checkpoint records (extra.norm), else by its input size.
     - vae: diffusers AutoencoderKL from cfg.model_path, latent_dist.mean flattened
       (4 * (size/8)^2 values), inputs in [-1, 1] resized bilinearly to cfg.image_size.
       faithful=True: the reference's input instead, i.e. images at their stored size normalised

@@ -24,7 +24,7 @@ def shards64(cifar_small_shards, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_p2p(tmp_path_factory):
-    from dc3ray.core.tiny_diffusion import build_tiny_instruct_pix2pix
+    from tiny_diffusion import build_tiny_instruct_pix2pix
     # Narrow (16, 32) blocks: half the CPU time of the default (32, 64), same code path.
     return build_tiny_instruct_pix2pix(tmp_path_factory.mktemp("tiny") / "p2p", seed=0, channels=(16, 32))
 

@@ -28,7 +28,7 @@ def tiny_teacher(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_ip2p(tmp_path_factory) -> Path:
-    from dc3ray.core.tiny_diffusion import build_tiny_instruct_pix2pix
+    from tiny_diffusion import build_tiny_instruct_pix2pix
     return build_tiny_instruct_pix2pix(tmp_path_factory.mktemp("ip2p") / "pipe")
 
 

@@ -26,7 +26,7 @@ def one_per_class(src, out):
 def test_finetune_stops_resumes_then_generates_shards_with_fid(
         ray_session, cifar_small_shards, cifar_val_shards, tmp_path):
     from dc3ray.config import FinetuneConfig, GenerateConfig
-    from dc3ray.core.tiny_diffusion import build_tiny_text2img
+    from tiny_diffusion import build_tiny_text2img
     from dc3ray.pipeline.fid import compare_image_sets
     from dc3ray.pipeline.finetune import finetune_diffusion
     from dc3ray.pipeline.generate import GENERATED_SCHEMA, generate_images

@@ -23,7 +23,7 @@ def fake_result(seed: int, final: float, best: float, epochs: int = 300) -> dict
 
 
 def bench_args(tmp_path: Path, val: Path, teacher: Path, **kw):
-    fields = {"seeds": 3, "epochs": 300, "eval_every": 25, "diffusion_model": None,
+    fields = {"seeds": 3, "epochs": 300, "eval_every": 25, "diffusion_model": None, "screen": None,
               "val": str(val), "teacher": str(teacher), "out_dir": str(tmp_path / "results")}
     return type("A", (), {**fields, **kw})()
 
@@ -244,3 +244,47 @@ def test_the_committed_teacher_loads_and_matches_its_run_record():
     assert meta["extra"]["val_top1"] == record["val_top1"] and record["complete"]
     assert acc.TEACHER.parent == BENCH / "teacher_c3" and acc.teacher_label(acc.TEACHER).endswith(
         f"(val top-1 {record['val_top1']}%)")
+
+
+def test_every_row_builds_valid_settings_and_ablation_rows_differ_from_dc3_in_settings_only():
+    from dataclasses import replace
+
+    from dc3ray.config import EmbedConfig, GradConfig, SelectConfig
+    assert set(acc.DEFAULT_ROWS) >= set(acc.ROWS)
+    for row in acc.ROWS.values():
+        emb, grad, faithful = acc.FEATURES[row.features]
+        replace(EmbedConfig(backbone="teacher", model_path="t.pt"), **emb)  # validates
+        replace(GradConfig(backbone="teacher", model_path="t.pt"), **grad)
+        SelectConfig(method=row.method, ipc=10, faithful=faithful, **dict(row.select))
+    # Rows without a compensator are distinct selections: each has its own set (and timing).
+    plain = [r.selection for r in acc.ROWS.values() if r.comp is None]
+    assert len(plain) == len(set(plain))
+    dc3 = acc.ROWS["dc3_select"]
+    for name in ("dc3_gradrandom", "dc3_effnet", "dc3_gradzero", "dc3_effbins", "dc3_proportional"):
+        row = acc.ROWS[name]
+        assert row.method == dc3.method and row.comp is None
+        assert row.selection != dc3.selection  # its own set, timings and store cell
+    assert acc.FEATURES["effnet"][2] and acc.FEATURES["effnet"][1]["head"] == "random"
+    assert acc.FEATURES["gradzero"][1] == {"head": "zero"}
+    assert acc.ROWS["dc3_proportional"].select == (("budget", "proportional"),)
+
+
+def test_screen_trains_the_first_seeds_and_the_cell_stays_partial_with_the_teachers_reading(
+        tmp_path, monkeypatch, cifar_small_shards, cifar_val_shards):
+    import dc3ray.pipeline.evaluate as evaluate
+    calls: list = []
+    monkeypatch.setattr(evaluate, "evaluate_condensed", fake_evaluate(calls))
+    ns = bench_args(tmp_path, cifar_val_shards, save_random_teacher(tmp_path / "teacher.pt"),
+                    screen=1)
+    work = tmp_path / "acc"
+    link_set(work, cifar_small_shards)
+    acc.run_cell(ns, work, "random", 10)
+    assert sorted(acc._stored_seeds(ns, "random_ipc10", False)) == [0]
+    [cell] = acc.collect(ns, ["random"], [10])
+    assert cell["status"] == "partial: 1/3 seeds"
+    top1, p_true = cell["teacher_on_set"].split("% / ")
+    assert 0 <= float(top1) <= 100 and 0 < float(p_true) < 1
+    ns.screen = None  # the full run keeps seed 0 and trains the other two
+    acc.run_cell(ns, work, "random", 10)
+    assert calls == [[], [0]]
+    assert acc.collect(ns, ["random"], [10])[0]["status"] == "measured"

@@ -114,7 +114,7 @@ def test_strength_moves_the_colour_statistics_monotonically(cifar50):
 
 
 def test_instructpix2pix_strength_mixes_each_edit_with_the_source(cifar50, tmp_path):
-    from dc3ray.core.tiny_diffusion import build_tiny_instruct_pix2pix
+    from tiny_diffusion import build_tiny_instruct_pix2pix
 
     images, keys, _ = cifar50
     path = build_tiny_instruct_pix2pix(tmp_path / "p2p", seed=0, channels=(16, 32))

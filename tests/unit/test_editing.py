@@ -1,4 +1,4 @@
-"""dc3ray.core.editing and dc3ray.core.tiny_diffusion: seeded, batch-independent compensation."""
+"""dc3ray.core.editing and tests/tiny_diffusion.py: seeded, batch-independent compensation."""
 from __future__ import annotations
 
 import json
@@ -21,14 +21,14 @@ def cifar8(cifar_root):
 
 @pytest.fixture(scope="module")
 def tiny_p2p(tmp_path_factory):
-    from dc3ray.core.tiny_diffusion import build_tiny_instruct_pix2pix
+    from tiny_diffusion import build_tiny_instruct_pix2pix
     # Narrow (16, 32) blocks: half the CPU time of the default (32, 64), same code path.
     return build_tiny_instruct_pix2pix(tmp_path_factory.mktemp("tiny") / "p2p", seed=0, channels=(16, 32))
 
 
 @pytest.fixture(scope="module")
 def tiny_i2i(tmp_path_factory):
-    from dc3ray.core.tiny_diffusion import build_tiny_img2img
+    from tiny_diffusion import build_tiny_img2img
     return build_tiny_img2img(tmp_path_factory.mktemp("tiny") / "i2i", seed=0)   # default widths
 
 
@@ -124,7 +124,7 @@ def test_tiny_pipelines_save_and_load_back_through_from_pretrained(tiny_p2p, tin
 
 
 def test_clip_tokenizer_built_offline_gives_the_real_clip_ids():
-    from dc3ray.core.tiny_diffusion import build_clip_tokenizer
+    from tiny_diffusion import build_clip_tokenizer
 
     tok = build_clip_tokenizer()
     # Reference ids of openai/clip-vit-* for this sentence.

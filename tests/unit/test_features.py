@@ -192,3 +192,19 @@ def test_vae_embedder_flattens_the_latent_mean(tmp_path):
     assert faithful(small).shape == (2, 4 * 8 * 8)
     assert not np.allclose(faithful(np.repeat(np.repeat(small, 2, 1), 2, 2)),
                            emb(np.repeat(np.repeat(small, 2, 1), 2, 2)))
+
+
+@pytest.mark.parametrize(("side", "norm"), [(32, "cifar"), (64, "imagenet")])
+def test_a_checkpoint_recording_no_norm_is_normalised_by_its_input_size(tmp_path, side, norm):
+    """The same rule evaluation applies (core.training.norm_for_side), not a CIFAR default."""
+    from dc3ray.core.models import build_model, save_checkpoint, split_model
+    from dc3ray.core.training import norm_stats
+    torch.manual_seed(0)
+    model = build_model("convnet3", 10, image_size=side).eval()
+    ckpt = save_checkpoint(tmp_path / "c.pt", model, "convnet3", 10, side)
+    embed = build_embedder(EmbedConfig(backbone="convnet3", model_path=str(ckpt),
+                                       image_size=side, fp16=False))
+    images = np.random.default_rng(0).integers(0, 256, (2, side, side, 3), dtype=np.uint8)
+    with torch.no_grad():
+        want = split_model(model)[0](to_model_input(images, side, *norm_stats(norm), "cpu"))
+    np.testing.assert_allclose(embed(images), want.flatten(1).numpy(), rtol=1e-5, atol=1e-5)

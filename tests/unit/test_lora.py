@@ -16,7 +16,7 @@ CLASSES = ["airplane", "automobile"]
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    from dc3ray.core.tiny_diffusion import build_tiny_text2img
+    from tiny_diffusion import build_tiny_text2img
     # Narrow (16, 32) blocks keep CPU time low; the code path is the one real weights take.
     return build_tiny_text2img(tmp_path_factory.mktemp("tiny") / "sd", seed=0, channels=(16, 32))
 

@@ -42,3 +42,19 @@ def test_artifacts_of_a_sqlite_store_sit_beside_it_never_in_the_working_director
     log_run(tmp_path / "run", "exp", "r", {"a": 1}, {"m": 1.0}, artifacts=[art], uri=uri)
     assert not (tmp_path / "cwd" / "mlruns").exists()
     assert list((tmp_path / "sweep" / "mlartifacts").rglob("note.txt"))
+
+
+def test_the_condense_job_names_an_mlflow_store_only_when_it_records_a_run(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    from dc3ray.config import CondenseConfig
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    jobs = Path(__file__).resolve().parents[2] / "jobs"
+    monkeypatch.syspath_prepend(str(jobs))
+    spec = importlib.util.spec_from_file_location("condense_job", jobs / "condense.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    for mode, named in (("required", True), ("optional", True), ("disabled", False)):
+        cfg = CondenseConfig(out=str(tmp_path / "run"), tracking=mode)
+        assert (job._outputs(cfg)["mlflow"] == tracking_uri(tmp_path / "run")) is named, mode
