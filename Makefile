@@ -12,7 +12,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
 .PHONY: venv test test-fast demo bench bench-embed bench-graphcut bench-compensate bench-scaling \
-	bench-accuracy bench-render clean
+	bench-accuracy bench-accuracy-imagenette bench-render clean
 
 venv: $(STAMP)
 
@@ -66,6 +66,20 @@ IPC ?=
 bench-accuracy: $(STAMP)
 	$(PY) benchmarks/accuracy_cifar10.py --train $(RUNS)/cifar10/train --val $(RUNS)/cifar10/val \
 	  --teacher $(TEACHER) --work $(RUNS)/bench/acc $(if $(ROWS),--rows $(ROWS),) $(if $(IPC),--ipc $(IPC),)
+
+# The Imagenette table (issue 23; benchmarks/accuracy_imagenette.py): ingests the data once with
+# its class table, builds the preset's subset teacher once (no training); then as above, e.g.
+# make bench-accuracy-imagenette ROWS="random herding dc3_select dc3_classical" IPC="1".
+# INET_FEATURES=DIR reuses a features folder made with configs/imagenette.yaml's settings.
+IMAGENETTE ?= ../shared/data/imagenette
+INET_FEATURES ?=
+$(RUNS)/imagenette/%/dataset.json: | $(STAMP)
+	$(PY) -m dc3ray.cli ingest $(IMAGENETTE)/$* $(RUNS)/imagenette/$* --class-map $(IMAGENETTE)/classes.tsv
+
+bench-accuracy-imagenette: $(STAMP) $(RUNS)/imagenette/train/dataset.json $(RUNS)/imagenette/val/dataset.json
+	$(PY) benchmarks/accuracy_imagenette.py --train $(RUNS)/imagenette/train --val $(RUNS)/imagenette/val \
+	  --work $(RUNS)/imagenette/acc $(if $(ROWS),--rows $(ROWS),) $(if $(IPC),--ipc $(IPC),) \
+	  $(if $(INET_FEATURES),--features $(INET_FEATURES),)
 
 bench-render: $(STAMP)
 	$(PY) benchmarks/render.py

@@ -56,12 +56,15 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, load, machine, save, utc_now  # noqa: E402
 
+from dc3ray.config import EmbedConfig, EvalConfig, GradConfig  # noqa: E402
 from dc3ray.core.atomic import write_json  # noqa: E402
 
 
@@ -72,7 +75,7 @@ class Row:
     compensator. The ablation rows differ from dc3_select in settings only (issue 29)."""
     method: str
     comp: str | None = None
-    features: str = "teacher"  # a FEATURES entry
+    features: str = "base"  # a FEATURES entry
     select: tuple[tuple[str, object], ...] = ()  # SelectConfig overrides
     name: str | None = None  # the selection's set name; default: the method's
 
@@ -81,13 +84,15 @@ class Row:
         return self.name or self.method
 
 
+# The features variant every model-based row reads unless it names another (work/features).
+BASE = "base"
 # name -> (EmbedConfig overrides (bins), GradConfig overrides (gradients), select.faithful):
 # changes to the teacher-backbone features every model-based row reads by default. faithful
 # (the reference's softmax-then-CE gradients, unclamped bins) goes with the reference's setting.
 EFFNET = {"backbone": "efficientnet_lite0", "model_path": None, "image_size": 224,
           "batch_size": 64}
 FEATURES = {
-    "teacher": ({}, {}, False),                      # (a) the teacher's own head
+    BASE: ({}, {}, False),                           # (a) the teacher's own head
     "gradrandom": ({}, {"head": "random"}, False),   # (b) teacher features, seeded random head
     "effnet": ({}, {**EFFNET, "head": "random"}, True),  # (c) the reference's setting
     "gradzero": ({}, {"head": "zero"}, False),       # (d) e = 1/C - onehot
@@ -118,10 +123,64 @@ STORE = RECORD + "_seeds"
 TEACHER = Path(__file__).resolve().parent / "teacher_c3" / "teacher.pt"
 
 
-def parse_row(row: str) -> tuple[str, bool]:
+@dataclass(frozen=True)
+class Profile:
+    """What is dataset-specific in an accuracy benchmark. Everything else in this module is
+    shared: accuracy_imagenette.py runs main() with its own profile."""
+    record: str  # results/<record>.json; its seeds in results/<record>_seeds/
+    train: str  # --train, --val, --work defaults
+    val: str
+    work: str
+    teacher: str | None  # --teacher default; None: `prepare` sets (and builds) it
+    teacher_help: str
+    rows: dict[str, Row]
+    default_rows: list[str]
+    ipcs: list[int]
+    features: dict[str, tuple]  # FEATURES variants (BASE at least)
+    base_features: Callable[[str], tuple]  # teacher checkpoint -> (EmbedConfig, GradConfig)
+    eval: EvalConfig  # the evaluation; its epochs, seeds and eval_every are the CLI defaults
+    protocol_note: str
+    select_seed: int = 0
+    # The default table's cells, when it is not every default row at every IPC: without both
+    # --rows and --ipc only these run, and the record always lists them.
+    cells: tuple[tuple[str, int], ...] | None = None
+    prepare: Callable[[Any, Path], None] | None = None  # (args, work), before anything runs
+    reuse_features: bool = False  # offers --features DIR
+    protocol: Callable[[Any], dict] | None = None  # more protocol entries of the record
+    notes: tuple[str, ...] = ()
+    reference: dict | None = None  # figures not measured here, printed beside the table
+
+    @property
+    def store(self) -> str:
+        return self.record + "_seeds"
+
+
+def _teacher_features(teacher: str) -> tuple[EmbedConfig, GradConfig]:
+    kw = {"backbone": "teacher", "model_path": teacher, "image_size": 32, "batch_size": 256}
+    return EmbedConfig(**kw), GradConfig(**kw)
+
+
+CIFAR10 = Profile(
+    record=RECORD, train="runs/cifar10/train", val="runs/cifar10/val", work="runs/bench/acc",
+    teacher=str(TEACHER),
+    teacher_help="ConvNet-3 teacher from `dc3ray teacher` (KD and selection features); "
+                 "default: the committed benchmarks/teacher_c3/teacher.pt",
+    rows=ROWS, default_rows=DEFAULT_ROWS, ipcs=[1, 10, 50], features=FEATURES,
+    base_features=_teacher_features, eval=EvalConfig(student="convnet3", eval_every=25),
+    protocol_note="condense_s excludes the one-off teacher feature pass (features_s), shared by "
+                  "every model-based row")
+
+
+def _profile(args) -> Profile:
+    # Callers that build args themselves (the tests) get CIFAR-10's.
+    return getattr(args, "profile", None) or CIFAR10
+
+
+def parse_row(row: str, profile: Profile | None = None) -> tuple[str, bool]:
+    profile = profile or CIFAR10
     base, hard = (row[:-len(HARD_SUFFIX)], True) if row.endswith(HARD_SUFFIX) else (row, False)
-    if base not in ROWS:
-        raise SystemExit(f"--rows: unknown row {row!r}; choose from {DEFAULT_ROWS} "
+    if base not in profile.rows:
+        raise SystemExit(f"--rows: unknown row {row!r}; choose from {profile.default_rows} "
                          f"(any row + '{HARD_SUFFIX}' for hard labels)")
     return base, hard
 
@@ -142,29 +201,93 @@ def _timing(work: Path, name: str) -> float | None:
     return json.loads(f.read_text()).get(name) if f.is_file() else None
 
 
-def _features(args, work: Path, variant: str = "teacher") -> Path:
-    """Embeddings and gradient factors of the whole train split for one FEATURES variant, once
-    (work/features for the teacher's, work/features-<variant> for the others)."""
-    from dataclasses import replace
+def _feature_configs(args, variant: str) -> tuple[EmbedConfig, GradConfig, bool]:
+    """(bins config, gradients config, select.faithful) of one FEATURES variant."""
+    profile = _profile(args)
+    emb_over, grad_over, faithful = profile.features[variant]
+    emb, grad = profile.base_features(str(Path(args.teacher).resolve()))
+    return replace(emb, **emb_over), replace(grad, **grad_over), faithful
 
-    from dc3ray.config import EmbedConfig, GradConfig
+
+def _features(args, work: Path, variant: str = BASE) -> Path:
+    """Embeddings and gradient factors of the whole train split for one FEATURES variant, once
+    (work/features for the base, work/features-<variant> for the others; --features, checked,
+    stands in for the base)."""
     from dc3ray.pipeline.features import compute_features
-    name = "features" if variant == "teacher" else f"features-{variant}"
+    if variant == BASE and getattr(args, "features", None):
+        return Path(args.features)
+    name = "features" if variant == BASE else f"features-{variant}"
     out = work / name
     if (out / "features.json").is_file():
         return out
-    emb_over, grad_over, faithful = FEATURES[variant]
-    teacher = str(Path(args.teacher).resolve())
-    emb = replace(EmbedConfig(backbone="teacher", model_path=teacher, image_size=32,
-                              batch_size=256), **emb_over)
-    grad = replace(GradConfig(backbone="teacher", model_path=teacher, image_size=32,
-                              batch_size=256), **grad_over)
+    emb, grad, faithful = _feature_configs(args, variant)
     print(f"[acc] {name} of {args.train}: bins {emb.backbone}, gradients {grad.backbone} "
           f"(head {grad.head}) ...", flush=True)
     t0 = time.perf_counter()
     compute_features(args.train, emb, grad, out, faithful=faithful)
     _record_timing(work, name, time.perf_counter() - t0)
     return out
+
+
+def _output_settings(cfg) -> dict:
+    """A features config's fields that change the features (batching and pools do not)."""
+    from dc3ray.config import to_dict
+    return {k: v for k, v in to_dict(cfg).items()
+            if k not in ("batch_size", "num_actors", "num_cpus_per_actor")}
+
+
+def checked_features(args, given: str) -> Path:
+    """--features: an existing compute_features folder (or a condense run's
+    stages/features-<id>) used as the base features, refused unless its features.json records
+    this benchmark's settings and it was computed from --train's images."""
+    d = Path(given)
+    if not (d / "features.json").is_file() and (d / "features" / "features.json").is_file():
+        d = d / "features"
+    if not (d / "features.json").is_file():
+        raise SystemExit(f"--features {given}: no features.json there (a compute_features "
+                         "folder, or a condense run's stages/features-<id>)")
+    info = json.loads((d / "features.json").read_text())
+    emb, grad, faithful = _feature_configs(args, BASE)
+    diffs = []
+    for section, cfg in (("embed", emb), ("grad", grad)):
+        got = info.get(section)
+        if got is None:
+            diffs.append(f"{section}: not computed there")
+            continue
+        diffs += [f"{section}.{k} is {got.get(k)!r} there, {v!r} here"
+                  for k, v in _output_settings(cfg).items() if got.get(k) != v]
+    if info.get("faithful") != faithful:
+        diffs.append(f"faithful is {info.get('faithful')!r} there, {faithful!r} here")
+    if diffs:
+        raise SystemExit(f"--features {given} was computed with other settings than this "
+                         f"benchmark's ({'; '.join(diffs)}); drop --features to compute them "
+                         "here")
+    _check_same_images(d, info.get("dataset"), args.train)
+    return d
+
+
+def _check_same_images(features: Path, dataset: str | None, train: str) -> None:
+    """The features' images are --train's: same ingest fingerprint, or (the features' source
+    folder gone) the same keys and labels."""
+    from dc3ray.core import schema
+
+    def fingerprint(path) -> str | None:
+        f = Path(path or "") / schema.DATASET_INFO_FILE
+        return json.loads(f.read_text()).get("fingerprint") if path and f.is_file() else None
+    theirs, ours = fingerprint(dataset), fingerprint(train)
+    if theirs and ours:
+        if theirs != ours:
+            raise SystemExit(f"--features {features} were computed from {dataset} (ingest "
+                             f"fingerprint {theirs}), not from --train {train} ({ours})")
+        return
+    from dc3ray.core.shards import read_shards
+    from dc3ray.pipeline.features import read_features
+    cols = [schema.KEY, schema.LABEL]
+    rows = [sorted(zip(*(t.column(c).to_pylist() for c in cols)))
+            for t in (read_features(features, columns=cols), read_shards(train, None, cols))]
+    if rows[0] != rows[1]:
+        raise SystemExit(f"--features {features} hold other images (keys, labels) than --train "
+                         f"{train}")
 
 
 def _once(work: Path, name: str, build) -> Path:
@@ -178,9 +301,10 @@ def _once(work: Path, name: str, build) -> Path:
 
 
 def _selection(args, work: Path, row: Row, ipc: int) -> Path:
-    from dc3ray.config import GradConfig, SelectConfig
+    from dc3ray.config import SelectConfig
     from dc3ray.pipeline.features import key_label_table
     from dc3ray.pipeline.select import materialise_subset, rded_subset, select_per_class
+    profile = _profile(args)
     name = _set_name(row.selection, ipc)
     model_based = row.method not in MODEL_FREE and row.method != "rded"
     if model_based and not (work / "sets" / name).is_dir():
@@ -188,10 +312,9 @@ def _selection(args, work: Path, row: Row, ipc: int) -> Path:
 
     def build(out: Path) -> None:
         sel = SelectConfig(method=row.method, ipc=ipc, seed=args.select_seed,
-                           faithful=FEATURES[row.features][2], **dict(row.select))
-        if row.method == "rded":  # crops scored by the teacher with its own head
-            grad = GradConfig(backbone="teacher", model_path=str(Path(args.teacher).resolve()),
-                              image_size=32, batch_size=256)
+                           faithful=profile.features[row.features][2], **dict(row.select))
+        if row.method == "rded":  # crops scored by the base gradient model (its own head)
+            grad = profile.base_features(str(Path(args.teacher).resolve()))[1]
             rded_subset(args.train, grad, sel, out, show_progress=False)
             return
         if model_based:
@@ -215,7 +338,7 @@ def _compensated(args, work: Path, source: Path, compensator: str) -> Path:
 
 
 def _not_measured(base: str, args) -> str | None:
-    if ROWS[base].comp == "instructpix2pix":
+    if _profile(args).rows[base].comp == "instructpix2pix":
         import torch
         if not args.diffusion_model:
             return "no InstructPix2Pix weights given (--diffusion-model); none exist offline here"
@@ -224,10 +347,9 @@ def _not_measured(base: str, args) -> str | None:
     return None
 
 
-def _eval_cfg(args, hard: bool):
-    from dc3ray.config import EvalConfig
-    return EvalConfig(student="convnet3", epochs=args.epochs, seeds=args.seeds,
-                      eval_every=args.eval_every, hard_labels=hard)
+def _eval_cfg(args, hard: bool) -> EvalConfig:
+    return replace(_profile(args).eval, epochs=args.epochs, seeds=args.seeds,
+                   eval_every=args.eval_every, hard_labels=hard)
 
 
 def _table_digest(path: Path) -> str:
@@ -285,7 +407,7 @@ def inputs_digest(args, condensed: Path, hard: bool, ipc: int) -> str:
 
 
 def _store(args) -> Path:
-    return Path(args.out_dir or RESULTS) / STORE
+    return Path(args.out_dir or RESULTS) / _profile(args).store
 
 
 def _read_entries(folder: Path) -> dict[int, dict]:
@@ -326,9 +448,10 @@ def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict, condensed: Pa
     its features) and the teacher's reading of the set (top-1, mean p(true class) on its raw
     images). Returns whether it stored the seed."""
     from dc3ray.core.fingerprint import json_digest
-    base, hard = parse_row(row)
-    folder = _store(args) / cell_name(row, ipc) / json_digest(parts)
-    uses_teacher = not hard or ROWS[base].method not in MODEL_FREE
+    profile = _profile(args)
+    base, hard = parse_row(row, profile)
+    folder = _store(args) / cell_name(row, ipc, profile) / json_digest(parts)
+    uses_teacher = not hard or profile.rows[base].method not in MODEL_FREE
     teacher = teacher_label(args.teacher) if uses_teacher else None
     on_set = {}
 
@@ -338,7 +461,8 @@ def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict, condensed: Pa
         if not on_set:
             on_set.update(_teacher_on_set(args.teacher, condensed))
         write_json(folder / f"seed{seed}.json", {
-            "inputs": folder.name, "parts": parts, "condense_s": _condense_s(work, base, ipc),
+            "inputs": folder.name, "parts": parts,
+            "condense_s": _condense_s(work, profile.rows[base], ipc),
             "cpu": machine()["cpu"], "teacher": teacher, "teacher_on_set": on_set,
             "result": result, "date": date or utc_now()})
         return True
@@ -365,26 +489,24 @@ def _set_name(method: str, ipc: int | None, comp: str | None = None) -> str:
     return sel + (f"+{comp}" if comp else "")
 
 
-def _condense_s(work: Path, base: str, ipc: int) -> float | None:
-    row = ROWS[base]
+def _condense_s(work: Path, row: Row, ipc: int) -> float | None:
     cond = [_timing(work, _set_name(row.selection, ipc)),
             _timing(work, _set_name(row.selection, ipc, row.comp)) if row.comp else 0.0]
     return round(sum(cond), 1) if None not in cond else None
 
 
 def run_cell(args, work: Path, row: str, ipc: int) -> None:
-    from dataclasses import replace
-
     from dc3ray.core.fingerprint import json_digest
     from dc3ray.pipeline.evaluate import evaluate_condensed, evaluation_plan, read_seed, seed_file
-    base, hard = parse_row(row)
+    profile = _profile(args)
+    base, hard = parse_row(row, profile)
     if _not_measured(base, args):
         return
-    spec = ROWS[base]
+    spec = profile.rows[base]
     condensed = _selection(args, work, spec, ipc)
     if spec.comp:
         condensed = _compensated(args, work, condensed, spec.comp)
-    cell = cell_name(row, ipc)
+    cell = cell_name(row, ipc, profile)
     cfg = _eval_cfg(args, hard)
     out = work / "eval" / cell
     # The plan and the evaluation get the same inputs, so the plan's key is the one the
@@ -419,30 +541,35 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
         keep(res["seed"], res)
 
 
-def cell_name(row: str, ipc: int) -> str:
-    base, hard = parse_row(row)
+def cell_name(row: str, ipc: int, profile: Profile | None = None) -> str:
+    base, hard = parse_row(row, profile)
     return f"{base}{'_hard' if hard else ''}_ipc{ipc}"
 
 
-def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None) -> list[dict]:
+def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None,
+            only: set[tuple[str, int]] | None = None) -> list[dict]:
     """One summary row per (row, ipc): measured figures, partial seeds, or why not measured.
+    `only`: the (row, ipc) cells to report among rows x ipcs (default: all).
 
     Reads the committed seed store only (run_cell fills it as cells finish). A cell with no stored
     seed keeps its entry from `previous` (the last record) if that had figures under the same
     protocol (epochs, seeds, eval_every).
     """
     import numpy as np
+    profile = _profile(args)
     res = (previous or {}).get("result", {})
     same = all(res.get("protocol", {}).get(k) == getattr(args, k)
                for k in ("epochs", "seeds", "eval_every"))
     prev = {(c["row"], c["ipc"]): c for c in res.get("summary", [])} if same else {}
     out = []
     for row in rows:
-        base, hard = parse_row(row)
+        base, hard = parse_row(row, profile)
         for ipc in ipcs:
+            if only is not None and (row, ipc) not in only:
+                continue
             cell = {"row": row, "ipc": ipc, "labels": "hard" if hard else "KD"}
             reason = _not_measured(base, args)
-            stored = _stored_seeds(args, cell_name(row, ipc), hard)
+            stored = _stored_seeds(args, cell_name(row, ipc, profile), hard)
             seeds = [e["result"] for _, e in sorted(stored.items())]
             old = prev.get((row, ipc))
             if seeds:
@@ -470,7 +597,7 @@ def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None
                 cell = dict(old)
                 cell.setdefault("from_record", f"{previous.get('date')}, "
                                                f"{previous.get('machine', {}).get('cpu')}")
-                if not hard or ROWS[base].method not in MODEL_FREE:
+                if not hard or profile.rows[base].method not in MODEL_FREE:
                     cell.setdefault("teacher", "not recorded (the previous record's)")
             else:
                 cell["status"] = f"not measured: {reason}" if reason else "not measured yet"
@@ -478,20 +605,41 @@ def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None
     return out
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", default="runs/cifar10/train", help="ingested train shards")
-    p.add_argument("--val", default="runs/cifar10/val", help="ingested val shards (scoring)")
-    p.add_argument("--teacher", default=str(TEACHER),
-                   help="ConvNet-3 teacher from `dc3ray teacher` (KD and selection features); "
-                        "default: the committed benchmarks/teacher_c3/teacher.pt")
-    p.add_argument("--work", default="runs/bench/acc", help="sets, features, evaluations (resumable)")
-    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, help=f"default: {DEFAULT_ROWS}")
-    p.add_argument("--ipc", nargs="+", type=int, default=[1, 10, 50])
-    p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--eval-every", type=int, default=25)
-    p.add_argument("--select-seed", type=int, default=0)
+def requested_cells(args, explicit: bool) -> list[tuple[str, int]]:
+    """The cells this invocation runs, in run order (IPC by IPC): every --rows at every --ipc,
+    or, for a profile with a default table not named by both flags, its cells among them."""
+    table = _profile(args).cells
+    return [(row, ipc) for ipc in args.ipc for row in args.rows
+            if explicit or table is None or (row, ipc) in table]
+
+
+def record_table(profile: Profile, requested: list, had: list[dict]) -> tuple:
+    """(rows, ipcs, only) for collect: the record keeps every cell it had, so a run of one row
+    re-collects the others too. Without a default table, every row named at every IPC named;
+    with one, its cells and those run or recorded."""
+    wanted = set(requested) | {(c["row"], c["ipc"]) for c in had} | set(profile.cells or ())
+    named = {row for row, _ in wanted}
+    rows = [r for r in profile.default_rows if r in named]
+    rows += sorted(named - set(profile.default_rows))
+    return rows, sorted({ipc for _, ipc in wanted}), None if profile.cells is None else wanted
+
+
+def parser(profile: Profile, doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", default=profile.train, help="ingested train shards")
+    p.add_argument("--val", default=profile.val, help="ingested val shards (scoring)")
+    p.add_argument("--teacher", default=profile.teacher, help=profile.teacher_help)
+    p.add_argument("--work", default=profile.work, help="sets, features, evaluations (resumable)")
+    if profile.reuse_features:
+        p.add_argument("--features", help="an existing features folder for the model-based rows "
+                       "(compute_features output, or a condense run's stages/features-<id>): "
+                       "used if its features.json records this benchmark's embed/grad settings")
+    p.add_argument("--rows", nargs="+", help=f"default: {profile.default_rows}")
+    p.add_argument("--ipc", nargs="+", type=int)
+    p.add_argument("--epochs", type=int, default=profile.eval.epochs)
+    p.add_argument("--seeds", type=int, default=profile.eval.seeds)
+    p.add_argument("--eval-every", type=int, default=profile.eval.eval_every)
+    p.add_argument("--select-seed", type=int, default=profile.select_seed)
     p.add_argument("--comp-seed", type=int, default=0)
     p.add_argument("--diffusion-model", help="local InstructPix2Pix folder (dc3_diffusion row)")
     p.add_argument("--screen", type=int, metavar="N",
@@ -499,44 +647,60 @@ def main(argv=None) -> dict:
                         "shows the cell as partial until --seeds are stored)")
     p.add_argument("--report-only", action="store_true", help="collect what exists, run nothing")
     p.add_argument("--out-dir", help="where the JSON record goes (default benchmarks/results)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None, profile: Profile | None = None, doc: str | None = __doc__) -> dict:
+    profile = profile or CIFAR10
+    args = parser(profile, doc).parse_args(argv)
+    args.profile = profile
+    explicit = args.rows is not None and args.ipc is not None
+    args.rows = args.rows or list(profile.default_rows)
+    args.ipc = args.ipc or list(profile.ipcs)
     for r in args.rows:
-        parse_row(r)
+        parse_row(r, profile)
+    requested = requested_cells(args, explicit)
+    if not requested:
+        raise SystemExit(f"no cell of the default table is among --rows {args.rows} x --ipc "
+                         f"{args.ipc}; give both --rows and --ipc to run cells outside it")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if profile.prepare:
+        profile.prepare(args, work)
+    if getattr(args, "features", None) and not args.report_only:
+        args.features = str(checked_features(args, args.features))
     load_before = load()
     if not args.report_only:
         from dc3ray.pipeline.resources import configure_data_context, init_ray
         init_ray()
         configure_data_context()
-        for ipc in args.ipc:
-            for row in args.rows:
-                print(f"[acc] {row} ipc {ipc}", flush=True)
-                run_cell(args, work, row, ipc)
-    record = Path(args.out_dir or RESULTS) / f"{RECORD}.json"
+        for row, ipc in requested:
+            print(f"[acc] {row} ipc {ipc}", flush=True)
+            run_cell(args, work, row, ipc)
+    record = Path(args.out_dir or RESULTS) / f"{profile.record}.json"
     previous = json.loads(record.read_text()) if record.is_file() else None
-    # The record keeps every cell it had: a run of one row re-collects the others too.
     had = (previous or {}).get("result", {}).get("summary", [])
-    named = set(args.rows) | {c["row"] for c in had}
-    rows = [r for r in DEFAULT_ROWS if r in named] + sorted(named - set(DEFAULT_ROWS))
-    ipcs = sorted(set(args.ipc) | {c["ipc"] for c in had})
-    summary = collect(args, rows, ipcs, previous)
+    rows, ipcs, only = record_table(profile, requested, had)
+    summary = collect(args, rows, ipcs, previous, only)
     features_s = _timing(work, "features")
     # One record accumulates many invocations, but it has room for one command: say so, and
     # how each cell is reproduced.
     notes = ["The command above is the latest invocation only. A cell with a `cpu` was made by "
              "the same command with `--rows <row> --ipc <ipc>` (its seeds, with CPU, date and "
-             "teacher, are in results/accuracy_cifar10_seeds/<cell>/); a cell with "
-             "`from_record` was carried from an earlier record (its command is in the notes)."]
+             f"teacher, are in results/{profile.store}/<cell>/); a cell with "
+             "`from_record` was carried from an earlier record (its command is in the notes).",
+             *profile.notes]
     result = {"summary": summary, "features_s": features_s, "notes": notes, "protocol": {
-        "student": "convnet3", "epochs": args.epochs, "seeds": args.seeds,
+        "student": profile.eval.student, "epochs": args.epochs, "seeds": args.seeds,
         "eval_every": args.eval_every, "teacher": args.teacher, "train": args.train,
         "val": args.val, "select_seed": args.select_seed,
-        "note": "condense_s excludes the one-off teacher feature pass (features_s), shared by "
-                "every model-based row"}}
+        **(profile.protocol(args) if profile.protocol else {}),
+        "note": profile.protocol_note}}
+    if profile.reference:
+        result["reference"] = profile.reference
     for c in summary:
         print(json.dumps(c))
-    save(RECORD, result, argv, load_before=load_before, out_dir=args.out_dir)
+    save(profile.record, result, argv, load_before=load_before, out_dir=args.out_dir)
     return result
 
 

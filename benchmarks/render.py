@@ -12,10 +12,12 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["accuracy_cifar10", "bench_embed", "bench_graphcut", "bench_compensate", "bench_diffusion_cost",
-         "bench_scaling"]
+ORDER = ["accuracy_cifar10", "accuracy_imagenette", "bench_embed", "bench_graphcut", "bench_compensate",
+         "bench_diffusion_cost", "bench_scaling"]
 TITLES = {
     "accuracy_cifar10": "Accuracy on real CIFAR-10 (ConvNet-3 teacher and student, KD protocol)",
+    "accuracy_imagenette": "Accuracy on Imagenette (EfficientNet-Lite0 subset teacher, ResNet-18 "
+                           "student at 128 px, KD protocol)",
     "bench_embed": "Embedding stage: Ray Data actor pool vs a plain DataLoader loop",
     "bench_graphcut": "Selection: vectorised GraphCut vs reference greedy; factored vs materialised similarity",
     "bench_compensate": "Compensation: batched vs one image per call",
@@ -126,7 +128,7 @@ def render(results: Path, docs: Path) -> Path:
     if "accuracy_cifar10" in records and plot_accuracy(records["accuracy_cifar10"],
                                                        docs / "bench_accuracy.png"):
         out += ["![accuracy](bench_accuracy.png)", ""]
-    others = [records[n] for n in names if n != "accuracy_cifar10"]
+    others = [records[n] for n in names if not n.startswith("accuracy_")]
     if plot_ratios(others, docs / "bench_throughput.png"):
         out += ["![throughput ratios](bench_throughput.png)", ""]
     for n in names:
@@ -139,6 +141,13 @@ def render(results: Path, docs: Path) -> Path:
         if res.get("summary"):
             out += [table(res["summary"], skip=("final_mean", "final_std", "best_mean",
                                                 "best_std")), ""]
+        ref = res.get("reference")  # figures from elsewhere: a table of their own, marked so
+        if ref:
+            out += [f"Reference ({ref['note']}): {ref['source']}", "", table(ref["rows"]), ""]
+        # The first accuracy table's plot heads the page; the others' go in their sections.
+        if n.startswith("accuracy_") and n != "accuracy_cifar10" and \
+                plot_accuracy(rec, docs / f"bench_{n}.png"):
+            out += [f"![{n}](bench_{n}.png)", ""]
         for key in ("notes", "note"):
             if res.get(key):
                 notes = res[key] if isinstance(res[key], list) else [res[key]]

@@ -25,7 +25,7 @@ from ..core.shards import read_shards as read_image_shards  # in the driver (.io
 from ..errors import DataError, MissingPathError
 from .io import read_shards
 from .progress import watch_parquet_rows
-from .resources import map_with_actor_pool
+from .resources import cluster_cpus, fit_actor_cpus, map_with_actor_pool
 
 E = "e"
 H = "h"
@@ -207,15 +207,21 @@ def compute_features(dataset_path: str | Path, embed_cfg: EmbedConfig, grad_cfg:
                  grad_cfg.num_actors if need_gradients else 0)
     ds = read_shards(dataset_path, columns=[schema.KEY, schema.LABEL, schema.IMAGE],
                      min_blocks=4 * actors if actors > 1 else 1)
+    # Both pools run at once: together they must leave the read/write tasks a CPU.
+    embed_cpus, grad_cpus = fit_actor_cpus(
+        [(embed_cfg.num_actors if need_embedding and not shared else 0,
+          embed_cfg.num_cpus_per_actor),
+         (grad_cfg.num_actors if need_gradients else 0, grad_cfg.num_cpus_per_actor)],
+        cluster_cpus())
     if need_embedding and not shared:
         ds = map_with_actor_pool(
-            ds, Embedder, embed_cfg.num_actors, embed_cfg.num_cpus_per_actor,
+            ds, Embedder, embed_cfg.num_actors, embed_cpus,
             batch_format="numpy", batch_size=embed_cfg.batch_size,
             fn_constructor_kwargs=dict(cfg_dict=to_dict(embed_cfg), faithful=faithful,
                                        keep=(schema.IMAGE,) if need_gradients else ()))
     if need_gradients:
         ds = map_with_actor_pool(
-            ds, GradientFeaturizer, grad_cfg.num_actors, grad_cfg.num_cpus_per_actor,
+            ds, GradientFeaturizer, grad_cfg.num_actors, grad_cpus,
             batch_format="numpy", batch_size=grad_cfg.batch_size,
             fn_constructor_kwargs=dict(cfg_dict=to_dict(grad_cfg), num_classes=num_classes,
                                        faithful=faithful, embedding_from_h=shared,

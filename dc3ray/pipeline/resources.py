@@ -119,6 +119,29 @@ def configure_data_context(show_progress: bool = True) -> None:
     ctx.enable_progress_bars = show_progress and verbose()
 
 
+def fit_actor_cpus(pools: list[tuple[int, float]], total_cpus: float,
+                   spare: float = 1.0) -> list[float]:
+    """CPUs per actor for actor pools that run at the same time, scaled down together when
+    they would leave fewer than `spare` of the cluster's `total_cpus` logical CPUs free.
+
+    Ray Data's read and write tasks need a CPU slot too: pools holding every CPU starve the
+    reads that feed them and the stage never moves (an Embedder and a GradientFeaturizer pool
+    of 1 CPU each on a 2-CPU laptop). total_cpus <= 0 (nothing known yet, e.g. an autoscaling
+    cluster with no workers) keeps the requests as they are.
+    """
+    want = [float(c) for _, c in pools]
+    need = sum(n * c for n, c in pools)
+    room = max(total_cpus - spare, total_cpus / 2)
+    if total_cpus <= 0 or need <= room:
+        return want
+    return [c * room / need for c in want]
+
+
+def cluster_cpus() -> float:
+    """Logical CPUs of the connected cluster now (0 when it reports none)."""
+    return float(ray.cluster_resources().get("CPU", 0.0))
+
+
 def map_with_actor_pool(ds: "ray.data.Dataset", actor_cls: type, num_actors: int,
                         num_cpus_per_actor: float = 1.0, use_gpu: bool | None = None,
                         **map_kwargs) -> "ray.data.Dataset":

@@ -14,13 +14,12 @@ from dc3ray.config import EmbedConfig, GradConfig, SelectConfig, to_dict
 from dc3ray.core import schema
 from dc3ray.core.shards import read_shards as read_image_shards
 
-# Small and fast on 2 CPUs: EfficientNet-Lite0 (offline weights) at small sizes, half a CPU per
-# actor so two pools plus the read tasks fit in ray.init(num_cpus=2). The two sizes differ so
-# the pipeline runs both pools (Embedder, then GradientFeaturizer) like a VAE + ResNet run.
-EMBED = EmbedConfig(backbone="efficientnet_lite0", image_size=64, batch_size=100,
-                    num_cpus_per_actor=0.5)
-GRAD = GradConfig(backbone="efficientnet_lite0", image_size=32, batch_size=100,
-                  num_cpus_per_actor=0.5)
+# Small and fast on 2 CPUs: EfficientNet-Lite0 (offline weights) at small sizes. The two sizes
+# differ so the pipeline runs both pools (Embedder, then GradientFeaturizer) like a VAE + ResNet
+# run, each asking the default 1 CPU in ray.init(num_cpus=2): compute_features must fit them
+# (fit_actor_cpus), or they hold both CPUs, the read tasks never run and the stage hangs.
+EMBED = EmbedConfig(backbone="efficientnet_lite0", image_size=64, batch_size=100)
+GRAD = GradConfig(backbone="efficientnet_lite0", image_size=32, batch_size=100)
 DC3 = SelectConfig(method="dc3", ipc=3, k=2, pca_dim=8, max_in_flight=2)
 
 

@@ -12,6 +12,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import accuracy_cifar10 as acc  # noqa: E402
+import accuracy_imagenette as inet  # noqa: E402
 import render  # noqa: E402
 from benchlib import machine  # noqa: E402
 from conftest import save_random_teacher  # noqa: E402
@@ -288,3 +289,149 @@ def test_screen_trains_the_first_seeds_and_the_cell_stays_partial_with_the_teach
     acc.run_cell(ns, work, "random", 10)
     assert calls == [[], [0]]
     assert acc.collect(ns, ["random"], [10])[0]["status"] == "measured"
+
+
+# CIFAR-10's committed seed store is keyed on these: a change would orphan hours of seeds.
+CIFAR_EVAL_KEY = {"student": "convnet3", "epochs": 300, "batch_size": 0, "batch_rule": 100,
+                  "lr": 0.001, "weight_decay": 0.01, "temperature": 20.0, "patch_factor": 2,
+                  "rrc_min_scale": 0.5, "image_size": 32, "hard_labels": False, "workers": 1,
+                  "use_gpu": False, "eval_every": 25}
+
+
+def test_the_cifar_eval_key_and_the_committed_seed_store_digests_are_pinned(tmp_path):
+    from dc3ray.core.fingerprint import json_digest
+    ns = bench_args(tmp_path, tmp_path, tmp_path)
+    assert acc._eval_key(ns, False) == CIFAR_EVAL_KEY
+    assert acc._eval_key(ns, True) == {**CIFAR_EVAL_KEY, "hard_labels": True}
+    assert [json_digest(acc._eval_key(ns, h)) for h in (False, True)] == ["a3c32370ebdc314a",
+                                                                          "c45f95a9d9c2c4a5"]
+    # Every committed seed is under the digest of its parts, and its eval part is what the
+    # benchmark computes now for that budget.
+    entries = sorted((BENCH / "results" / acc.STORE).glob("*/*/seed*.json"))
+    assert entries
+    for f in entries:
+        e = json.loads(f.read_text())
+        parts, ev = e["parts"], e["parts"]["eval"]
+        assert sorted(parts) == ["eval", "ipc", "set", "teacher", "val"]
+        assert json_digest(parts) == f.parent.name == e["inputs"]
+        args = bench_args(tmp_path, tmp_path, tmp_path, epochs=ev["epochs"],
+                          eval_every=ev["eval_every"])
+        assert ev == acc._eval_key(args, ev["hard_labels"]), f
+    rows = [*acc.ROWS, *(f"{r}/hard" for r in acc.ROWS)]
+    names = {acc.cell_name(r, ipc) for r in rows for ipc in (1, 10, 50)}
+    assert {f.parent.parent.name for f in entries} <= names
+    assert acc.cell_name("dc3_classical/hard", 50) == "dc3_classical_hard_ipc50"
+
+
+
+def inet_args(tmp_path: Path, val: Path | None = None, **kw):
+    return bench_args(tmp_path, val or tmp_path, tmp_path / "teacher.pt", profile=inet.IMAGENETTE,
+                      select_seed=42, features=None, train=str(tmp_path / "train"), **kw)
+
+
+def test_the_imagenette_profile_follows_the_preset_and_its_rows_build_valid_settings(tmp_path):
+    from dc3ray.config import SelectConfig
+    from dc3ray.pipeline.features import shares_backbone
+    prof = inet.IMAGENETTE
+    assert set(inet.CELLS) == {(r, i) for r in ("random", "herding", "dc3_select", "dc3_classical")
+                               for i in (1, 10)} | {("random/hard", 10), ("dc3_select/hard", 10),
+                                                    ("random", 50), ("dc3_select", 50)}
+    assert {r for r, _ in prof.cells} == set(prof.default_rows)
+    ns = inet_args(tmp_path)
+    for name, row in prof.rows.items():
+        assert acc.ROWS[name] == row and row.features == acc.BASE
+        emb, grad, faithful = acc._feature_configs(ns, row.features)
+        SelectConfig(method=row.method, ipc=10, faithful=faithful, **dict(row.select))
+    emb, grad, faithful = acc._feature_configs(ns, acc.BASE)
+    assert (emb.backbone, emb.image_size, grad.backbone, grad.image_size, grad.head) == (
+        "efficientnet_lite0", 224, "efficientnet_lite0", 224, "imagenet")
+    assert shares_backbone(emb, grad) and not faithful  # one forward for bins and gradients
+    ev = acc._eval_cfg(ns, hard=False)
+    assert (ev.student, ev.image_size, ev.batch_rule, ev.epochs, ev.seeds, ev.eval_every,
+            ev.hard_labels) == ("resnet18", 128, 100, 300, 3, 25, False)
+    assert acc._eval_cfg(ns, hard=True).hard_labels
+    assert acc.cell_name("dc3_select/hard", 10, prof) == "dc3_select_hard_ipc10"
+    with pytest.raises(SystemExit, match="unknown row 'dc3_effnet'"):
+        acc.parse_row("dc3_effnet", prof)  # CIFAR-10's ablations are not Imagenette rows
+    args = acc.parser(prof, None).parse_args([])
+    assert (args.train, args.val, args.teacher, args.epochs, args.select_seed) == (
+        "runs/imagenette/train", "runs/imagenette/val", None, 300, 42)
+    # Without both --rows and --ipc, the default table's cells among them run.
+    ns.rows, ns.ipc = prof.default_rows, [1]
+    assert acc.requested_cells(ns, explicit=False) == [(r, 1) for r in inet.KD_ROWS]
+    ns.rows, ns.ipc = ["herding"], [1, 10, 50]
+    assert acc.requested_cells(ns, explicit=False) == [("herding", 1), ("herding", 10)]
+    assert acc.requested_cells(ns, explicit=True)[-1] == ("herding", 50)
+    # The record: the table's cells and any other run or recorded, row by row.
+    rows, ipcs, only = acc.record_table(prof, [("herding", 50)], [{"row": "kcenter", "ipc": 1}])
+    assert rows == [*prof.default_rows, "kcenter"] and ipcs == [1, 10, 50]
+    assert only == set(inet.CELLS) | {("herding", 50), ("kcenter", 1)}
+
+
+def features_folder(path: Path, dataset: Path, **grad) -> Path:
+    from dc3ray.config import to_dict
+    path.mkdir(parents=True)
+    (path / "features.json").write_text(json.dumps({
+        "dataset": str(dataset), "embed": to_dict(inet.CFG.embed),
+        "grad": {**to_dict(inet.CFG.grad), "batch_size": 7, **grad}, "faithful": False}))
+    return path
+
+
+def test_features_are_reused_only_with_the_benchmarks_settings_and_train_images(tmp_path):
+    ns = inet_args(tmp_path)
+    for d, fp in ((tmp_path / "train", "abc"), (tmp_path / "ingested", "abc"),
+                  (tmp_path / "other", "xyz")):
+        d.mkdir()
+        (d / "dataset.json").write_text(json.dumps({"fingerprint": fp}))
+    # A condense run's stage folder holds features/; batch size does not change features.
+    stage = tmp_path / "features-0a75"
+    features_folder(stage / "features", tmp_path / "ingested")
+    assert acc.checked_features(ns, str(stage)) == stage / "features"
+    bad = features_folder(tmp_path / "headrandom", tmp_path / "ingested", head="random")
+    with pytest.raises(SystemExit, match="grad.head is 'random' there, 'imagenet' here"):
+        acc.checked_features(ns, str(bad))
+    other = features_folder(tmp_path / "otherdata", tmp_path / "other")
+    with pytest.raises(SystemExit, match="not from --train .* \\(abc\\)"):
+        acc.checked_features(ns, str(other))
+    with pytest.raises(SystemExit, match="no features.json"):
+        acc.checked_features(ns, str(tmp_path))
+
+
+def test_imagenette_report_lists_every_cell_and_the_paper_figures_as_not_measured_here(tmp_path):
+    sys.argv = ["benchmarks/accuracy_imagenette.py"]
+    res = inet.main(["--report-only", "--work", str(tmp_path / "w"),
+                     "--out-dir", str(tmp_path / "results")])
+    assert sorted((c["row"], c["ipc"]) for c in res["summary"]) == sorted(inet.CELLS)
+    assert all(c["status"] == "not measured yet" for c in res["summary"])
+    ref = res["reference"]
+    assert ref["note"] == "paper, not measured here"
+    assert [(r["ipc"], r["top1"], r["status"]) for r in ref["rows"]] == [
+        (1, 37.6, ref["note"]), (10, 84.8, ref["note"]), (50, 89.8, ref["note"])]
+    proto = res["protocol"]
+    assert (proto["student"], proto["image_size"], proto["select_seed"]) == ("resnet18", 128, 42)
+    assert proto["teacher"] == str(tmp_path / "w" / "teacher" / "teacher.pt")
+    assert not Path(proto["teacher"]).exists()  # --report-only builds nothing
+    assert not (tmp_path / "results" / acc.STORE).exists()
+    md = render.render(tmp_path / "results", tmp_path / "docs").read_text()
+    assert "## Accuracy on Imagenette" in md
+    assert "Reference (paper, not measured here):" in md
+    assert "| DC3 (paper) | 1 | 37.6 | paper, not measured here |" in md
+
+
+def test_imagenette_seeds_go_to_their_own_store_under_its_eval_config(
+        tmp_path, monkeypatch, cifar_small_shards, cifar_val_shards):
+    import dc3ray.pipeline.evaluate as evaluate
+    calls: list = []
+    monkeypatch.setattr(evaluate, "evaluate_condensed", fake_evaluate(calls))
+    ns = inet_args(tmp_path, cifar_val_shards)
+    ns.teacher = str(save_random_teacher(tmp_path / "teacher.pt"))  # read for teacher_on_set
+    work = tmp_path / "acc"
+    link_set(work, cifar_small_shards)
+    acc.run_cell(ns, work, "random/hard", 10)
+    [group] = (tmp_path / "results" / "accuracy_imagenette_seeds" / "random_hard_ipc10").iterdir()
+    entry = json.loads((group / "seed0.json").read_text())
+    assert entry["parts"]["eval"]["student"] == "resnet18"
+    assert entry["parts"]["eval"]["image_size"] == 128 and entry["teacher"] is None
+    assert not (tmp_path / "results" / acc.STORE).exists()
+    [cell] = acc.collect(ns, ["random/hard"], [10])
+    assert cell["status"] == "measured" and cell["labels"] == "hard"
