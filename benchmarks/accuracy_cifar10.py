@@ -471,15 +471,10 @@ def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict, condensed: Pa
 
 def _teacher_on_set(ckpt: str | Path, condensed: Path) -> dict:
     """{'teacher_top1' (%), 'mean_p_true'} of the (committed) teacher on the set's raw images:
-    how sure the KD targets are of each image's class."""
-    from teacher_on_sets import teacher_on_set
-
-    from dc3ray.core.models import load_model_checkpoint
-    from dc3ray.core.training import norm_for_side, recorded_norm
-    model, meta = load_model_checkpoint(ckpt, "cpu")
-    norm = recorded_norm(meta) or norm_for_side(meta["image_size"])
-    res = teacher_on_set(model, str(condensed), norm, meta["image_size"])
-    return {k: res[k] for k in ("teacher_top1", "mean_p_true")}
+    how sure the KD targets are of each image's class (the store's names for teacher_reading)."""
+    from dc3ray.pipeline.evaluate import teacher_reading
+    res = teacher_reading(ckpt, condensed)
+    return {"teacher_top1": res["teacher_top1"], "mean_p_true": res["teacher_p_true"]}
 
 
 def _set_name(method: str, ipc: int | None, comp: str | None = None) -> str:

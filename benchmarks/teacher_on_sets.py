@@ -15,25 +15,19 @@ import torch
 
 from dc3ray.core import datasets
 from dc3ray.core.models import load_model_checkpoint
-from dc3ray.core.training import norm_stats, to_float
+from dc3ray.core.training import class_confidence, norm_stats
 
 
 def teacher_on_set(teacher: torch.nn.Module, path: str, norm: str = "cifar",
                    image_size: int | None = None, batch_size: int = 256) -> dict:
     """{'set', 'images', 'teacher_top1' (%), 'mean_p_true'} for one condensed shard folder."""
     images, labels, _ = datasets.decode_images(datasets.load_table(path), image_size)
-    mean, std = norm_stats(norm)
-    # In batches, as core.training.evaluate_counts does: an ImageNet IPC 50 set is 50,000 images.
-    with torch.no_grad():
-        probs = torch.cat([torch.softmax(teacher(to_float(
-            torch.as_tensor(images[i:i + batch_size]), mean, std, "cpu")), dim=1)
-            for i in range(0, max(len(images), 1), batch_size)])  # one (empty) batch if empty
-    y = torch.as_tensor(labels)
-    if len(y) and int(y.max()) >= probs.shape[1]:
-        raise SystemExit(f"{path}: label {int(y.max())} but the teacher has {probs.shape[1]} classes")
-    return {"set": str(path), "images": int(len(y)),
-            "teacher_top1": round(float((probs.argmax(1) == y).float().mean()) * 100, 2),
-            "mean_p_true": round(float(probs[torch.arange(len(y)), y].mean()), 4)}
+    try:
+        res = class_confidence(teacher, images, labels, "cpu", batch_size, *norm_stats(norm))
+    except ValueError as e:
+        raise SystemExit(f"{path}: {e}") from None
+    return {"set": str(path), "images": int(len(labels)),
+            "teacher_top1": round(res["top1"], 2), "mean_p_true": round(res["mean_p_true"], 4)}
 
 
 def main(argv=None) -> list[dict]:

@@ -23,9 +23,11 @@ from ..core.models import build_model, load_model_checkpoint
 from ..core.seeding import derive_seed
 from ..core.training import (
     batch_size_for,
+    class_confidence,
     epoch_batches,
     lr_factor,
     norm_for_side,
+    norm_stats,
     recorded_norm,
     set_lr,
     student_optimizer,
@@ -301,4 +303,20 @@ def evaluate_command(cmd: EvaluateCommand, log: Callable[[str], None] = print) -
     return 0
 
 
-__all__ = ["evaluate_condensed", "evaluation_plan", "seed_file", "read_seed", "evaluate_command"]
+def teacher_reading(teacher_ckpt: str | Path, condensed_path: str | Path) -> dict:
+    """{'teacher_top1' (%), 'teacher_p_true'}: how surely a teacher checkpoint reads the set's
+    raw images as their own class (the KD targets' confidence), fed at the teacher's own size
+    with the normalisation it was trained with (recorded, else by its input size)."""
+    model, meta = load_model_checkpoint(teacher_ckpt)
+    try:
+        norm = recorded_norm(meta) or norm_for_side(int(meta["image_size"]))
+    except ValueError as e:
+        raise ConfigError(f"teacher {teacher_ckpt}: {e}") from None
+    images, labels, _ = datasets.decode_images(datasets.load_table(condensed_path),
+                                               int(meta["image_size"]))
+    res = class_confidence(model, images, labels, "cpu", 256, *norm_stats(norm))
+    return {"teacher_top1": round(res["top1"], 2), "teacher_p_true": round(res["mean_p_true"], 4)}
+
+
+__all__ = ["evaluate_condensed", "evaluation_plan", "seed_file", "read_seed", "evaluate_command",
+           "teacher_reading"]

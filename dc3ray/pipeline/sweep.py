@@ -55,6 +55,10 @@ RESULTS_CSV = "results.csv"
 RESULTS_PNG = "results.png"
 # Per-trial numbers reported to Tune (and logged to MLflow by the callback).
 METRIC_COLUMNS = ("final_top1", "final_std", "best_top1", "best_std", "num_images", "eval_s")
+# What each condensed set looks like, beside how well it trains (set.json "stats", reported with
+# the trial's metrics): hue entropy of the condensed images (bits), the teacher's top-1 and mean
+# p(true class) on them, and the fidelity gate's acceptance rate (1.0 without a gate).
+SET_COLUMNS = ("hue_entropy", "teacher_top1", "teacher_p_true", "acceptance_rate")
 # A trial only waits on its TorchTrainer, which reserves its own workers; it holds no CPU, so on a
 # 2-core machine the student gets both cores. Tune refuses an all-zero request: a token of memory.
 TRIAL_RESOURCES = {"CPU": 0, "memory": 1 << 20}
@@ -233,10 +237,24 @@ def condense_sets(sweep: SweepConfig, out: Path, log: Callable[[str], None] = pr
                 else str(Path(manifest["teacher"]).resolve()),
                 "ipc": cfg.select.ipc, "num_images": len(manifest["images"]),
                 "condense_s": manifest["total_seconds"],
+                "stats": set_stats(manifest, tmp / "condensed"),
             }
             write_json(tmp / SET_FILE, info)
         sets[set_id] = {**info, "cached": False}
     return sets
+
+
+def set_stats(manifest: dict, condensed: Path) -> dict:
+    """SET_COLUMNS of one condensed set, from its condense manifest (colours, compensation
+    stage) and, with a teacher, the teacher's reading of its images."""
+    from .evaluate import teacher_reading
+    colors = {c.get("name"): c for c in manifest.get("color") or []}
+    comp = (manifest.get("stages") or {}).get("compensate") or {}
+    stats = {"hue_entropy": (colors.get("condensed") or {}).get("hue_entropy"),
+             "acceptance_rate": comp.get("acceptance_rate")}
+    if manifest.get("teacher"):
+        stats.update(teacher_reading(manifest["teacher"], condensed))
+    return {k: stats.get(k) for k in SET_COLUMNS}
 
 
 def _close_orphan_runs(uri: str, experiment: str, log: Callable[[str], None]) -> None:
@@ -331,7 +349,8 @@ def evaluate_trial(config: dict, *, base: dict, sets: dict, cpu_budget: float, t
     tune.report({"final_top1": summary["final_mean"], "final_std": summary["final_std"],
                  "best_top1": summary["best_mean"], "best_std": summary["best_std"],
                  "num_images": summary["num_images"], "eval_s": summary["wall_s"],
-                 "set_id": set_id})
+                 "set_id": set_id,
+                 **{k: v for k, v in (info.get("stats") or {}).items() if v is not None}})
 
 
 def _finished_eval(trial_dir: Path, cfg: CondenseConfig, info: dict) -> dict | None:
@@ -368,7 +387,7 @@ def _row(result, keys: list[str]) -> dict:
                            "status": "ERROR" if result.error else
                            ("TERMINATED" if "final_top1" in m else "UNFINISHED")}
     row.update({k: config.get(k) for k in keys})
-    row.update({c: m.get(c) for c in METRIC_COLUMNS})
+    row.update({c: m.get(c) for c in METRIC_COLUMNS + SET_COLUMNS})
     row["set_id"] = m.get("set_id")
     row["error"] = None if result.error is None else str(result.error).splitlines()[0][:200]
     return row
@@ -397,10 +416,13 @@ def _acc(r: dict, col: str) -> str:
 
 
 def format_table(rows: list[dict], keys: list[str], metric: str) -> str:
-    """Fixed-width text table of ranked rows: rank, grid keys, final/best top-1 (± std)."""
-    cols = ["rank", *keys, "final_top1", "best_top1", "status"]
-    cells = [[_acc(r, c) if c in ("final_top1", "best_top1") else _fmt(r.get(c)) for c in cols]
-             for r in rows]
+    """Fixed-width text table of ranked rows: rank, grid keys, final/best top-1 (± std), the
+    set's SET_COLUMNS where known."""
+    stats = [c for c in SET_COLUMNS if any(r.get(c) is not None for r in rows)]
+    cols = ["rank", *keys, "final_top1", "best_top1", *stats, "status"]
+    cells = [[_acc(r, c) if c in ("final_top1", "best_top1") else
+              f"{r[c]:.3f}" if c in stats and isinstance(r.get(c), float) else _fmt(r.get(c))
+              for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c)
               for i, c in enumerate(cols)]
     head = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
@@ -413,7 +435,7 @@ def write_results(rows: list[dict], keys: list[str], metric: str, out: str | Pat
                   title: str = "sweep") -> tuple[Path, Path]:
     """Write out/results.csv (one line per ranked row) and out/results.png (bar per trial)."""
     out = Path(out)
-    cols = ["rank", "trial_id", "status", *keys, *METRIC_COLUMNS, "set_id", "error"]
+    cols = ["rank", "trial_id", "status", *keys, *METRIC_COLUMNS, *SET_COLUMNS, "set_id", "error"]
     csv_path, png_path = out / RESULTS_CSV, out / RESULTS_PNG
     tmp = csv_path.with_name(csv_path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
@@ -452,7 +474,7 @@ def _plot(rows: list[dict], keys: list[str], metric: str, path: Path, title: str
     fig.savefig(path, format="png", dpi=100)
 
 
-__all__ = ["load_sweep", "run_sweep", "condense_sets", "evaluate_trial", "rank_rows",
+__all__ = ["load_sweep", "run_sweep", "condense_sets", "set_stats", "evaluate_trial", "rank_rows",
            "format_table", "write_results", "experiment_name"]
 
 

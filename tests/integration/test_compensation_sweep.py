@@ -94,9 +94,18 @@ def test_a_tiny_compensation_sweep_runs_the_gate_with_the_runs_teacher_and_logs_
         if s["point"]["compensate.gate_threshold"] == 0.0:
             assert stage["acceptance_rate"] == 1.0 and stage["mean_tries"] == 1.0
 
+        # The ranked table's set columns come from the set's manifest and its teacher reading.
+        row = next(r for r in res["rows"] if r["set_id"] == s["id"])
+        assert row["acceptance_rate"] == stage["acceptance_rate"]
+        colors = {c["name"]: c for c in manifest["color"]}
+        assert row["hue_entropy"] == pytest.approx(colors["condensed"]["hue_entropy"])
+        assert 0 <= row["teacher_top1"] <= 100 and 0 < row["teacher_p_true"] < 1
+
     client = mlflow.MlflowClient(tracking_uri=res["tracking_uri"])
     trial_runs = client.search_runs([client.get_experiment_by_name("dc3ray-sweep-tiny-comp").experiment_id])
     assert sorted(r.data.params["compensate.gate_threshold"] for r in trial_runs) == ["0.0", "0.5"]
+    assert all({"hue_entropy", "teacher_p_true", "acceptance_rate"} <= set(r.data.metrics)
+               for r in trial_runs)  # one MLflow run per trial carries the set's columns too
     condense_runs = client.search_runs([client.get_experiment_by_name("dc3ray-cifar10").experiment_id])
     assert len(condense_runs) == 2
     rates = sorted(r.data.metrics["compensate.acceptance_rate"] for r in condense_runs)

@@ -136,3 +136,11 @@ def test_results_are_ranked_best_first_with_failed_trials_last(tmp_path):
         [("1", "t2", "31.0"), ("2", "t0", "25.0"), ("3", "t1", "")]
     assert table[2]["error"] == "boom" and table[0]["eval.lr"] == "0.001"
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert table[0]["hue_entropy"] == ""  # set columns exist, empty where unknown
+
+    # Set columns are shown where some trial has them.
+    ranked[0].update(hue_entropy=4.21, teacher_top1=98.0, teacher_p_true=0.859, acceptance_rate=1.0)
+    head = format_table(ranked, ["select.ipc"], "best_top1").splitlines()
+    assert head[1].split() == ["rank", "select.ipc", "final_top1", "best_top1", "hue_entropy",
+                               "teacher_top1", "teacher_p_true", "acceptance_rate", "status"]
+    assert head[3].split()[6:10] == ["4.210", "98.000", "0.859", "1.000"]
