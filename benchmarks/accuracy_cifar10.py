@@ -455,16 +455,18 @@ def seed_keeper(args, work: Path, row: str, ipc: int, parts: dict, condensed: Pa
     teacher = teacher_label(args.teacher) if uses_teacher else None
     on_set = {}
 
-    def keep(seed: int, result: dict, date: str | None = None) -> bool:
+    def keep(seed: int, result: dict, date: str | None = None, same_as: str | None = None,
+             cpu: str | None = None) -> bool:
         if seed in _read_entries(folder):
             return False  # stored when it was first done; a reuse changes nothing
         if not on_set:
             on_set.update(_teacher_on_set(args.teacher, condensed))
+        extra = {"same_inputs_as": same_as} if same_as else {}
         write_json(folder / f"seed{seed}.json", {
             "inputs": folder.name, "parts": parts,
             "condense_s": _condense_s(work, profile.rows[base], ipc),
-            "cpu": machine()["cpu"], "teacher": teacher, "teacher_on_set": on_set,
-            "result": result, "date": date or utc_now()})
+            "cpu": cpu or machine()["cpu"], "teacher": teacher, "teacher_on_set": on_set,
+            "result": result, "date": date or utc_now(), **extra})
         return True
     return keep
 
@@ -525,7 +527,17 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
             date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(f.stat().st_mtime))
             if keep(seed, res, date):
                 print(f"[acc] {cell}: seed {seed} taken into the store from {f}", flush=True)
-    stored = {s: e["result"] for s, e in _stored_seeds(args, cell, hard, json_digest(parts)).items()}
+    digest = json_digest(parts)
+    # The same inputs digest under another cell (two settings that select the very same images,
+    # e.g. a random head whose near-zero logits make it the zero head): the same computation,
+    # so that cell's seeds are this one's (stored with where they came from).
+    for other in sorted(_store(args).glob(f"*/{digest}")):
+        if other.parent.name != cell:
+            for seed, e in _stored_seeds(args, other.parent.name, hard, digest).items():
+                if keep(seed, e["result"], e.get("date"), other.parent.name, e.get("cpu")):
+                    print(f"[acc] {cell}: seed {seed} taken from {other.parent.name} (same "
+                          f"inputs {digest})", flush=True)
+    stored = {s: e["result"] for s, e in _stored_seeds(args, cell, hard, digest).items()}
     for seed, res in stored.items():  # pre-seed: evaluate_condensed reuses these, not retrains
         if seed not in in_work:
             write_json(seed_file(out, seed), {"inputs_key": key, "result": res})
@@ -583,6 +595,8 @@ def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None
                     "cpu": ", ".join(sorted({e.get("cpu", "unknown") for e in stored.values()})),
                     "teacher": ", ".join(sorted({e["teacher"] for e in stored.values()
                                                  if e.get("teacher")})) or None,
+                    "same_inputs_as": ", ".join(sorted({e["same_inputs_as"] for e in stored.values()
+                                                        if e.get("same_inputs_as")})) or None,
                     "teacher_on_set": next((f"{o['teacher_top1']:.1f}% / {o['mean_p_true']:.3f}"
                                             for e in stored.values()
                                             for o in [e.get("teacher_on_set")] if o), None),

@@ -435,3 +435,26 @@ def test_imagenette_seeds_go_to_their_own_store_under_its_eval_config(
     assert not (tmp_path / "results" / acc.STORE).exists()
     [cell] = acc.collect(ns, ["random/hard"], [10])
     assert cell["status"] == "measured" and cell["labels"] == "hard"
+
+
+def test_a_cell_whose_inputs_equal_another_cells_takes_its_seeds_without_training(
+        tmp_path, monkeypatch, cifar_small_shards, cifar_val_shards):
+    """Two settings that select the very same images have one inputs digest: one computation."""
+    import dc3ray.pipeline.evaluate as evaluate
+    calls: list = []
+    monkeypatch.setattr(evaluate, "evaluate_condensed", fake_evaluate(calls))
+    ns = bench_args(tmp_path, cifar_val_shards, save_random_teacher(tmp_path / "teacher.pt"))
+    work = tmp_path / "acc"
+    (work / "sets").mkdir(parents=True)
+    for name in ("dc3-gradrandom_ipc10", "dc3-gradzero_ipc10"):
+        (work / "sets" / name).symlink_to(cifar_small_shards)
+    acc.run_cell(ns, work, "dc3_gradrandom", 10)
+    acc.run_cell(ns, work, "dc3_gradzero", 10)
+    assert calls == [[], [0, 1, 2]]  # the second cell trained nothing
+    zero = acc._stored_seeds(ns, "dc3_gradzero_ipc10", False)
+    rand = acc._stored_seeds(ns, "dc3_gradrandom_ipc10", False)
+    assert {s: e["result"] for s, e in zero.items()} == {s: e["result"] for s, e in rand.items()}
+    assert all(e["same_inputs_as"] == "dc3_gradrandom_ipc10" and e["cpu"] == rand[s]["cpu"]
+               for s, e in zero.items())
+    [cell] = acc.collect(ns, ["dc3_gradzero"], [10])
+    assert cell["status"] == "measured" and cell["same_inputs_as"] == "dc3_gradrandom_ipc10"
