@@ -182,5 +182,5 @@ def test_teacher_on_sets_scores_each_set_against_its_own_labels(tmp_path, capsys
 
     one_class = build_model("convnet3", 1, 32, width=8)
     ckpt1 = save_checkpoint(tmp_path / "t1.pt", one_class, "convnet3", 1, 32, model_kwargs={"width": 8})
-    with pytest.raises(SystemExit, match="label 1 but the teacher has 1 classes"):
+    with pytest.raises(SystemExit, match="set: label 1 but the model has 1 classes"):
         teacher_on_sets.main([str(folder), "--teacher", str(ckpt1)])
