@@ -213,7 +213,19 @@ class PassThroughCompensator:
                  "p_edit": math.nan} for im in _as_images(images, keys)]
 
 
-class ClassicalCompensator:
+class _Editing:
+    """A Compensator made of an Editor: compensate_images runs the words, the strength and the
+    fidelity gate around the subclass's `edit`, at `self.strength` with `self.cfg`."""
+
+    def compensate(self, images: np.ndarray | Sequence[np.ndarray], keys: Sequence[str],
+                   labels: Sequence[int] | None = None,
+                   words: Sequence[tuple[str, str]] | None = None,
+                   score: Score | None = None) -> list[dict]:
+        return compensate_images(self, images, keys, self.cfg, self.strength, labels=labels,
+                                 words=words, score=score)
+
+
+class ClassicalCompensator(_Editing):
     """compensator "classical": warm and cold OKLab shifts (color.shift_color), blended.
 
     Works at the input resolution; the gradient ramp is cfg.ramp scaled by side / cfg.size.
@@ -236,13 +248,6 @@ class ClassicalCompensator:
             cold = color.shift_color(img, c_word, s, kind="cold")
             out.append(blend_pair(warm, cold, self.cfg, key))
         return out
-
-    def compensate(self, images: np.ndarray | Sequence[np.ndarray], keys: Sequence[str],
-                   labels: Sequence[int] | None = None,
-                   words: Sequence[tuple[str, str]] | None = None,
-                   score: Score | None = None) -> list[dict]:
-        return compensate_images(self, images, keys, self.cfg, self.strength, labels=labels,
-                                 words=words, score=score)
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,7 +386,7 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(images, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-class _DiffusionBase:
+class _DiffusionBase(_Editing):
     """Shared batching. Images are taken in sorted-key order, in chunks of cfg.batch_size; ONE
     pipeline call per chunk (per distinct img2img strength) edits all warm and cold versions
     (2 x chunk prompts, one seeded generator per edit), then each pair is blended at cfg.size
@@ -444,13 +449,6 @@ class _DiffusionBase:
                     mixed = blend_pair(warm, cold, cfg, key)
                     out[i] = resize_rgb(mixed, images[i].shape[0], images[i].shape[1])
         return out
-
-    def compensate(self, images: np.ndarray | Sequence[np.ndarray], keys: Sequence[str],
-                   labels: Sequence[int] | None = None,
-                   words: Sequence[tuple[str, str]] | None = None,
-                   score: Score | None = None) -> list[dict]:
-        return compensate_images(self, images, keys, self.cfg, self.strength, labels=labels,
-                                 words=words, score=score)
 
 
 class DiffusionCompensator(_DiffusionBase):
