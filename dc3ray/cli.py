@@ -20,7 +20,7 @@ from .errors import UserError
 
 EPILOG = """\
 the whole job in one command (preset + overrides):
-  dc3ray condense --config configs/cifar10.yaml --set select.ipc=50 --set compensate.blend=grid
+  dc3ray condense --config configs/cifar10.yaml --set select.ipc=50 --set compensate.compensator=classical --set compensate.blend=grid
   dc3ray demo                       # cifar10 preset, IPC 10, short evaluation (what `make demo` runs)
 
 or stage by stage (CIFAR-10 JPEG folders):

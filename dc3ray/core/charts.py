@@ -6,7 +6,13 @@ from pathlib import Path
 NAMES = {"random": "random", "selection_only": "DC3 selection", "dc3": "DC3 + compensation"}
 
 
-def plot_accuracy(evals: dict, path: str | Path, title: str) -> Path:
+def condition_names(compensated: bool = True) -> dict[str, str]:
+    """Display names of the evaluated conditions. With compensator "none" (the presets' default
+    since issue 26) the condensed set is the selection itself, and is named so."""
+    return NAMES if compensated else {**NAMES, "dc3": "DC3 selection"}
+
+
+def plot_accuracy(evals: dict, path: str | Path, title: str, names: dict | None = None) -> Path:
     """Bar chart of final and best top-1 per condition ({name: {final_mean, final_std,
     best_mean, best_std}}); error bars are the std over seeds, drawn only when it is > 0."""
     import matplotlib
@@ -14,6 +20,7 @@ def plot_accuracy(evals: dict, path: str | Path, title: str) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    labels = names or NAMES
     names = [k for k in ("random", "selection_only", "dc3") if k in evals] + \
         sorted(k for k in evals if k not in NAMES)
     x = np.arange(len(names))
@@ -24,7 +31,7 @@ def plot_accuracy(evals: dict, path: str | Path, title: str) -> Path:
         bars = ax.bar(x + dx, means, 0.36, color=color, label=f"{kind} top-1",
                       yerr=stds if any(stds) else None, capsize=3)
         ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
-    ax.set_xticks(x, [NAMES.get(n, n) for n in names])
+    ax.set_xticks(x, [labels.get(n, n) for n in names])
     ax.set_ylabel("top-1 on val (%)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="lower right")

@@ -243,12 +243,13 @@ def _evaluate(cache: StageCache, cfg: CondenseConfig, out: Path, evaluate_stage,
                              tracking_out=out, log=cache.log))
         evals[label] = json.loads((d / "eval" / "eval.json").read_text())
     write_json(out / "eval.json", evals)
-    from ..core.charts import plot_accuracy
+    from ..core.charts import condition_names, plot_accuracy
     means = {k: {m: v[m] for m in ("final_mean", "final_std", "best_mean", "best_std")}
              for k, v in evals.items()}
     plot_accuracy(means, out / "accuracy.png",
                   f"{cfg.name}, IPC {cfg.select.ipc}: {cfg.eval.student}, {cfg.eval.epochs} epochs, "
-                  f"{cfg.eval.seeds} seed{'s' if cfg.eval.seeds > 1 else ''}")
+                  f"{cfg.eval.seeds} seed{'s' if cfg.eval.seeds > 1 else ''}",
+                  names=condition_names(cfg.compensate.compensator != "none"))
     return evals
 
 
@@ -444,5 +445,5 @@ def condense_command(cfg: CondenseConfig, log=print) -> int:
         f"manifest: {cfg.out}/manifest.json")
     if manifest.get("eval"):
         log(format_table(manifest["eval"], ipc=cfg.select.ipc, seeds=cfg.eval.seeds,
-                         epochs=cfg.eval.epochs))
+                         epochs=cfg.eval.epochs, compensated=cfg.compensate.compensator != "none"))
     return 0

@@ -45,6 +45,7 @@ def _job_argv(train: Path, teacher: Path, out: Path) -> str:
     overrides = {"data": train, "val": "null", "out": out, "teacher_path": teacher,
                  "evaluate": "false", "select.ipc": 2, "select.k": 2, "ingest.shard_rows": 8,
                  "embed.batch_size": 8, "grad.batch_size": 8, "grad.num_actors": 3,
+                 "compensate.compensator": "classical",  # the preset's default is none
                  "compensate.size": 32, "compensate.batch_size": 2, "compensate.num_actors": 3}
     return shlex.join([sys.executable, str(REPO / "jobs" / "condense.py"),
                        "--config", str(REPO / "configs" / "cifar10.yaml"),

@@ -101,6 +101,16 @@ def test_condense_table_names_its_ipc_seeds_and_epochs_and_shows_no_spread_for_o
     assert "IPC 1, 1 seed, 30 epochs" in one and "±" not in one
 
 
+def test_without_compensation_the_condensed_set_is_not_called_compensated():
+    from dc3ray.core.charts import condition_names
+    from dc3ray.pipeline.demo import format_table
+    evals = {"dc3": {"final_mean": 50.0, "final_std": 0.0, "best_mean": 51.0, "best_std": 0.0}}
+    assert "compensation" in format_table(evals, ipc=10, seeds=1, epochs=30)
+    plain = format_table(evals, ipc=10, seeds=1, epochs=30, compensated=False)
+    assert "DC3 selection (no compensation)" in plain and "color compensation" not in plain
+    assert condition_names(False)["dc3"] == "DC3 selection" != condition_names(True)["dc3"]
+
+
 def _readme_commands() -> list[list[str]]:
     import re
     import shlex
