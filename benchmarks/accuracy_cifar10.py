@@ -113,7 +113,13 @@ ROWS = {
     "dc3_gradzero": Row("dc3", features="gradzero", name="dc3-gradzero"),
     "dc3_effbins": Row("dc3", features="effbins", name="dc3-effbins"),
     "dc3_proportional": Row("dc3", select=(("budget", "proportional"),), name="dc3-proportional"),
-    "rded": Row("rded"),
+    # RDED's own CIFAR-10 ConvNet-3 script: factor 1 (one teacher-scored crop per image), 5 crops
+    # of each of 300 drawn images per class (the select.rded_* defaults otherwise).
+    "rded": Row("rded", select=(("rded_factor", 1),), name="rded-f1"),
+    # As first measured here: 2 x 2 mosaics of crops of at least half the area of every image
+    # (set name "rded" kept: its work folder and committed seeds predate the row's rename).
+    "rded_2x2": Row("rded", select=(("rded_factor", 2), ("rded_candidates", 0),
+                                    ("rded_min_scale", 0.5)), name="rded"),
 }
 HARD_SUFFIX = "/hard"
 DEFAULT_ROWS = list(ROWS) + ["random/hard", "dc3_select/hard", "dc3_classical/hard"]

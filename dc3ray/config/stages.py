@@ -119,12 +119,16 @@ class SelectConfig:
     """Reproduce the reference code's quirks (DESIGN.md step 2)."""
     budget: Literal["equal", "proportional"] = "equal"
     """dc3: picks per bin, equal shares (one per bin when k == ipc) or proportional to bin size."""
+    # rded defaults are the RDED reference's (its ImageNet scripts: factor 2, 5 crops, mipc 300,
+    # RandomResizedCrop's scale 0.08..1); its own CIFAR-10 ConvNet-3 script uses factor 1.
     rded_factor: int = 2
-    """rded: each condensed image stitches factor x factor patches."""
+    """rded: each condensed image stitches factor x factor patches (1 for 32 px data)."""
     rded_crops: int = 5
     """rded: random candidate crops per real image, scored by the grad model (the teacher)."""
-    rded_min_scale: float = 0.5
+    rded_min_scale: float = 0.08
     """rded: smallest crop, as a fraction of the image area."""
+    rded_candidates: int = 300
+    """rded: real images drawn per class (seeded) whose crops compete; 0 = every image."""
     max_in_flight: int = 4
     """Per-class Ray tasks in flight."""
 
@@ -132,6 +136,8 @@ class SelectConfig:
         check(self.ipc >= 1, f"select.ipc must be >= 1, got {self.ipc}")
         check(self.rded_factor >= 1 and self.rded_crops >= 1 and 0 < self.rded_min_scale <= 1,
               "select.rded_factor and select.rded_crops must be >= 1 and rded_min_scale in (0, 1]")
+        check(self.rded_candidates >= 0,
+              f"select.rded_candidates must be >= 0 (0 = every image), got {self.rded_candidates}")
         check(self.k >= 1, f"select.k must be >= 1, got {self.k}")
         check(self.pca_dim >= 1, f"select.pca_dim must be >= 1, got {self.pca_dim}")
         check(self.max_in_flight >= 1, "select.max_in_flight must be >= 1")

@@ -45,13 +45,23 @@ def stitch(patches: np.ndarray, factor: int) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+def draw_candidates(keys: Sequence[str], candidates: int, seed: int) -> np.ndarray:
+    """Sorted indices of the images whose crops compete: a seeded draw of `candidates` of them
+    (the reference's mipc: it crops a random subset of each class), or all when 0 or >= N."""
+    n = len(keys)
+    if not 0 < candidates < n:
+        return np.arange(n)
+    return np.sort(rng_for(seed, "rded-candidates", min(keys)).choice(n, candidates, replace=False))
+
+
 def rded_class(images: np.ndarray, keys: Sequence[str], score: Scorer, ipc: int, factor: int,
-               crops_per_image: int, min_scale: float, seed: int, size: int | None = None
-               ) -> tuple[np.ndarray, list[list[str]]]:
+               crops_per_image: int, min_scale: float, seed: int, size: int | None = None,
+               candidates: int = 0) -> tuple[np.ndarray, list[list[str]]]:
     """RDED for one class.
 
-    images: uint8 (N, H, W, 3) of the class, with their keys; each image gives
-    `crops_per_image` random square crops (seeded by `seed` and the class's first key), each
+    images: uint8 (N, H, W, 3) of the class, with their keys. With 0 < candidates < N only a
+    seeded draw of `candidates` images competes (the reference's mipc). Each competing image gives
+    `crops_per_image` random square crops (seeded by `seed` and its first key), each
     resized to the output side `size` (default H) and scored by `score`; the
     ipc * factor^2 crops with the highest p(true class) (lowest cross-entropy) are kept, at most
     ceil(that / N) per source image so one photo cannot fill a class, shrunk to size // factor
@@ -64,6 +74,9 @@ def rded_class(images: np.ndarray, keys: Sequence[str], score: Scorer, ipc: int,
     if n == 0 or size % factor:
         raise ValueError(f"rded needs images and a side divisible by factor={factor}; got "
                          f"{n} images of side {size}")
+    pick = draw_candidates(keys, candidates, seed)
+    if len(pick) < n:  # the draw is idempotent: a caller may decode only these images first
+        images, keys, n = images[pick], [keys[i] for i in pick], len(pick)
     rng = rng_for(seed, "rded", min(keys))
     crops, owners = [], []
     for i in range(n):
@@ -85,7 +98,7 @@ def rded_class(images: np.ndarray, keys: Sequence[str], score: Scorer, ipc: int,
     if len(taken) < need:
         raise ValueError(f"rded: {len(crops)} candidate crops from {n} images give {len(taken)} "
                          f"patches but ipc x factor^2 = {need} are needed; raise "
-                         "select.rded_crops or lower select.ipc")
+                         "select.rded_crops or select.rded_candidates, or lower select.ipc")
     side = size // factor
     small = np.stack([crop_resize(crops_arr[j], (0, 0, size), side) for j in taken])
     out = np.stack([stitch(small[k * factor * factor:(k + 1) * factor * factor], factor)

@@ -181,12 +181,15 @@ def _rded_one_class(train_path: str, label: int, sel_dict: dict, grad_dict: dict
 
     from ..core.features import build_scorer
     from ..core.imageio import decode_batch, encode_png
-    from ..core.rded import rded_class
+    from ..core.rded import draw_candidates, rded_class
 
     sel = from_dict(SelectConfig, sel_dict)
     table = pads.dataset([str(f) for f in shard_files(train_path)], format="parquet").to_table(
         columns=[schema.KEY, schema.CLASS_NAME, schema.IMAGE, schema.HEIGHT],
         filter=pc.field(schema.LABEL) == int(label)).sort_by(schema.KEY)
+    # Decode only the competing images (an ImageNet class holds ~1,300 large photos).
+    table = table.take(draw_candidates(table.column(schema.KEY).to_pylist(), sel.rded_candidates,
+                                       sel.seed))
     keys = table.column(schema.KEY).to_pylist()
     side = max(table.column(schema.HEIGHT).to_pylist())  # crops come from the stored size
     images = decode_batch(table.column(schema.IMAGE).to_pylist(), side, keys)
@@ -197,7 +200,7 @@ def _rded_one_class(train_path: str, label: int, sel_dict: dict, grad_dict: dict
         return np.concatenate([scorer(crops[i:i + 256], np.full(len(crops[i:i + 256]), label))
                                for i in range(0, len(crops), 256)])
     out, sources = rded_class(images, keys, score, sel.ipc, sel.rded_factor, sel.rded_crops,
-                              sel.rded_min_scale, sel.seed)
+                              sel.rded_min_scale, sel.seed, candidates=sel.rded_candidates)
     name = table.column(schema.CLASS_NAME)[0].as_py()
     return {"keys": [f"rded/{name}/{i:04d}" for i in range(len(out))], "label": int(label),
             "class_name": name, "images": [encode_png(im) for im in out], "side": int(out.shape[1]),

@@ -21,7 +21,7 @@ def test_condense_with_rded_writes_stitched_images_whose_patches_come_from_their
     cfg = load_config(CondenseConfig, None, [
         f"data={cifar_small_shards}", f"val={cifar_val_shards}", f"out={out}",
         f"teacher_path={teacher}", "select.method=rded", "select.ipc=2", "select.rded_crops=2",
-        "compensate.compensator=none", "evaluate=false",
+        "select.rded_candidates=4", "compensate.compensator=none", "evaluate=false",
         "grad.backbone=teacher", "grad.model_path=auto", "grad.image_size=32"])
     manifest = condense(cfg, log=lambda *_: None)
     assert "features" not in manifest["stages"]
@@ -32,10 +32,14 @@ def test_condense_with_rded_writes_stitched_images_whose_patches_come_from_their
         cls = key.split("/")[1]
         assert len(rded["patches"][key]) == 4
         assert all(src.split("/")[0] == cls for src in rded["patches"][key]), (key, rded["patches"][key])
+    by_class = {}
+    for key, srcs in rded["patches"].items():
+        by_class.setdefault(key.split("/")[1], set()).update(srcs)
+    assert all(len(srcs) <= 4 for srcs in by_class.values())  # only the 4 drawn images compete
     again = condense(load_config(CondenseConfig, None, [
         f"data={cifar_small_shards}", f"val={cifar_val_shards}", f"out={tmp_path / 'run2'}",
         f"teacher_path={teacher}", "select.method=rded", "select.ipc=2", "select.rded_crops=2",
-        "compensate.compensator=none", "evaluate=false",
+        "select.rded_candidates=4", "compensate.compensator=none", "evaluate=false",
         "grad.backbone=teacher", "grad.model_path=auto", "grad.image_size=32"]),
         log=lambda *_: None)
     assert [im["key"] for im in again["images"]] == [im["key"] for im in manifest["images"]]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dc3ray.config import ConfigError, SelectConfig, from_dict
-from dc3ray.core.rded import rded_class, stitch
+from dc3ray.core.rded import draw_candidates, rded_class, stitch
 from dc3ray.core.selection import proportional_budget, split_budget
 
 
@@ -56,6 +56,23 @@ def test_too_few_candidates_for_the_budget_is_an_error_naming_the_settings():
                    min_scale=0.5, seed=0)
 
 
+def test_only_a_seeded_draw_of_candidates_competes_and_predrawing_gives_the_same_set():
+    """The reference crops mipc random images per class; the pipeline decodes only those first."""
+    images, keys = _solid_images(40)
+    args = dict(score=_score_by_colour, ipc=3, factor=1, crops_per_image=2, min_scale=0.08, seed=5)
+    out, sources = rded_class(images, keys, candidates=10, **args)
+    drawn = draw_candidates(keys, 10, 5)
+    assert len(drawn) == 10 and list(drawn) == sorted(set(drawn.tolist()))
+    assert {k for s in sources for k in s} <= {keys[i] for i in drawn}
+    # The best of all 40 (reddest) is not among the picks unless it was drawn.
+    reddest = keys[int(np.argmax(images[:, 0, 0, 0]))]
+    assert (reddest in {k for s in sources for k in s}) == (reddest in {keys[i] for i in drawn})
+    pre, pre_sources = rded_class(images[drawn], [keys[i] for i in drawn], candidates=10, **args)
+    assert np.array_equal(out, pre) and sources == pre_sources
+    assert not np.array_equal(draw_candidates(keys, 10, 6), drawn)
+    assert list(draw_candidates(keys, 0, 5)) == list(range(40)) == list(draw_candidates(keys, 99, 5))
+
+
 def test_stitch_lays_patches_out_row_major():
     p = np.stack([np.full((2, 2, 3), v, np.uint8) for v in (1, 2, 3, 4)])
     assert stitch(p, 2)[:, :, 0].tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
@@ -72,7 +89,8 @@ def test_budgets_equal_and_proportional_both_sum_to_ipc_within_bin_sizes():
 
 
 @pytest.mark.parametrize("bad", [{"budget": "half"}, {"rded_factor": 0}, {"rded_crops": 0},
-                                 {"rded_min_scale": 0}, {"method": "rdd"}])
+                                 {"rded_min_scale": 0}, {"rded_candidates": -1},
+                                 {"method": "rdd"}])
 def test_the_new_selection_settings_validate(bad):
     with pytest.raises(ConfigError):
         from_dict(SelectConfig, bad, "select")
