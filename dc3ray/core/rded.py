@@ -4,6 +4,10 @@ CVPR 2024): per class, crop candidate patches from real images, keep the most re
 condensed image.
 
 Pure numpy; the scorer is a callable, so the teacher (and its device) stay with the caller.
+Two known differences from the reference code (LINs-lab/RDED): it scores a patch zero-padded to
+the input size and fills image k with patches k, k + ipc, ...; here a crop is scored at the
+output size and each image takes consecutive best-first patches. With factor 1 (its CIFAR-10
+setting) both are the same.
 """
 from __future__ import annotations
 
