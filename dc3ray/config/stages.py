@@ -225,6 +225,11 @@ class CompensateConfig:
         check(self.cell >= 1, f"compensate.cell must be >= 1, got {self.cell}")
         check(self.batch_size >= 1, "compensate.batch_size must be >= 1")
 
+    @property
+    def edits(self) -> bool:
+        """Whether this config edits images at all (compensator 'none' keeps the selection)."""
+        return self.compensator != "none"
+
     def edit_strength(self) -> float:
         """`strength`, or its default for the compensator when it is None."""
         if self.strength is not None:

@@ -504,7 +504,7 @@ class Img2ImgCompensator(_DiffusionBase):
 
 def build_compensator(cfg: CompensateConfig, device: str | None = None) -> Compensator:
     """The compensator named by cfg.compensator; device (diffusion only) defaults to CUDA when present."""
-    if cfg.compensator == "none":
+    if not cfg.edits:
         return PassThroughCompensator(cfg)
     if cfg.compensator == "classical":
         return ClassicalCompensator(cfg)

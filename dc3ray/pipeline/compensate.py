@@ -202,7 +202,7 @@ def compensate_dataset(condensed_path: str | Path, cfg: CompensateConfig, out_di
     if (src / schema.CLASS_MAP_FILE).is_file():
         extra[schema.CLASS_MAP_FILE] = json.loads((src / schema.CLASS_MAP_FILE).read_text())
 
-    if cfg.compensator == "none":
+    if not cfg.edits:
         parts = [original_table(table, cfg.seed, key_suffix="")]
     elif table.num_rows == 0:
         parts = []
@@ -223,7 +223,7 @@ def compensate_dataset(condensed_path: str | Path, cfg: CompensateConfig, out_di
         if cfg.keep_originals:
             parts.append(original_table(table, cfg.seed))
     out = pa.concat_tables(parts).sort_by(schema.KEY) if parts else COMPENSATED_SCHEMA.empty_table()
-    if out.num_rows != table.num_rows * (2 if cfg.keep_originals and cfg.compensator != "none" else 1):
+    if out.num_rows != table.num_rows * (2 if cfg.keep_originals and cfg.edits else 1):
         raise RuntimeError(f"compensation returned {out.num_rows} rows for {table.num_rows} source rows")
     write_table_atomic(out, out_dir, shard_rows, extra_files=extra)
     seconds = time.perf_counter() - t0
@@ -256,13 +256,13 @@ def edit_summary(out: pa.Table, cfg: CompensateConfig) -> dict:
             "acceptance_rate": round(accepted / n, 6) if n else None,
             "mean_strength": round(sum(strength[i] for i in edited) / n, 6) if n else None,
             "mean_tries": round(sum(tries[i] for i in edited) / n, 6) if n else None,
-            "strength": cfg.edit_strength() if cfg.compensator != "none" else None,
+            "strength": cfg.edit_strength() if cfg.edits else None,
             "assignment": cfg.assignment, "gate_threshold": cfg.gate_threshold}
 
 
 def _check_gate_model(cfg: CompensateConfig) -> None:
     """ConfigError naming compensate.gate_model unless the gate is off or it is a file."""
-    if cfg.gate_threshold <= 0 or cfg.compensator == "none":
+    if cfg.gate_threshold <= 0 or not cfg.edits:
         return
     if cfg.gate_model == "auto":
         raise ConfigError("compensate.gate_model=auto means the run's teacher, which only "

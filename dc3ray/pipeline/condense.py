@@ -228,7 +228,7 @@ def _evaluate(cache: StageCache, cfg: CondenseConfig, out: Path, evaluate_stage,
     evaluation is a cached stage whose MLflow run goes to out's store (not the stage's temp
     folder, which is renamed when the stage commits)."""
     conditions = [("dc3", condensed, comp_info.get("digest"))]
-    if cfg.compare_selection_only and cfg.compensate.compensator != "none":
+    if cfg.compare_selection_only and cfg.compensate.edits:
         conditions.append(("selection_only", selected, sel_info.get("digest")))
     if cfg.compare_random and cfg.select.method != "random":
         d, rinfo = cache.run("random_subset", (train_fp, cfg.select.ipc, cfg.select.seed),
@@ -249,7 +249,7 @@ def _evaluate(cache: StageCache, cfg: CondenseConfig, out: Path, evaluate_stage,
     plot_accuracy(means, out / "accuracy.png",
                   f"{cfg.name}, IPC {cfg.select.ipc}: {cfg.eval.student}, {cfg.eval.epochs} epochs, "
                   f"{cfg.eval.seeds} seed{'s' if cfg.eval.seeds > 1 else ''}",
-                  names=condition_names(cfg.compensate.compensator != "none"))
+                  names=condition_names(cfg.compensate.edits))
     return evals
 
 
@@ -348,7 +348,7 @@ def _random_stage(train: Path, cfg: CondenseConfig, tmp: Path) -> dict:
 def _resolve_gate(comp, teacher_ckpt, teacher_id) -> tuple:
     """(compensate config with gate_model 'auto' made the teacher's checkpoint, identity of the
     gate's classifier or None when the gate is off)."""
-    if comp.gate_threshold <= 0 or comp.compensator == "none":
+    if comp.gate_threshold <= 0 or not comp.edits:
         return comp, None
     if comp.gate_model == "auto":
         if teacher_ckpt is None:
@@ -445,5 +445,5 @@ def condense_command(cfg: CondenseConfig, log=print) -> int:
         f"manifest: {cfg.out}/manifest.json")
     if manifest.get("eval"):
         log(format_table(manifest["eval"], ipc=cfg.select.ipc, seeds=cfg.eval.seeds,
-                         epochs=cfg.eval.epochs, compensated=cfg.compensate.compensator != "none"))
+                         epochs=cfg.eval.epochs, compensated=cfg.compensate.edits))
     return 0

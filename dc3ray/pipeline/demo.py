@@ -98,7 +98,7 @@ def run_demo(data: str | None, out: str, overrides: list[str] | None = None, log
     manifest = condense(cfg, log=log)
     log("")
     log(format_table(manifest["eval"], ipc=cfg.select.ipc, seeds=cfg.eval.seeds,
-                     epochs=cfg.eval.epochs, compensated=cfg.compensate.compensator != "none"))
+                     epochs=cfg.eval.epochs, compensated=cfg.compensate.edits))
     log(f"\n[demo] a smoke test ({time.perf_counter() - t0:.0f} s wall): reduced budgets, not the "
         "paper protocol. The full protocol (300 epochs, 3 seeds: about 1 h of student training per "
         "condition at IPC 10 on 2 cores, docs/FINDINGS.md): "

@@ -33,9 +33,11 @@ def test_demo_config_uses_the_cifar10_preset_with_reduced_budgets(cifar_root, tm
 def test_presets_default_to_selection_only_with_compensation_opt_in(preset):
     """Issue 26's rule: no compensation setting has beaten selection only (docs/FINDINGS.md), so
     the presets run without it; imagenet1k is the paper's GPU protocol, diffusion included."""
-    assert load_config(CondenseConfig, preset).compensate.compensator == "none"
+    default = load_config(CondenseConfig, preset).compensate
+    assert default.compensator == "none" and not default.edits
     opted = load_config(CondenseConfig, preset, ["compensate.compensator=classical"])
     assert opted.compensate.compensator == "classical" and opted.compensate.blend == "gradient"
+    assert opted.compensate.edits
 
 
 def test_demo_with_a_missing_data_folder_names_it(tmp_path):
