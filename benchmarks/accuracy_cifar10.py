@@ -41,7 +41,9 @@ epochs is ~3.5 min at IPC 1, ~8.5 min at IPC 10 and ~29 min at IPC 50 (measured,
 docs/BENCHMARKS.md); a 2-core Intel Xeon with AVX-512 took 9.5-15 min at IPC 50 with hard
 labels and 12.5-18.5 min with KD (the teacher runs on every batch). The full table
 (8 rows x 3 IPCs x 3 seeds + hard labels) is most of a day of CPU; on a GPU it is an afternoon.
-Run it row by row.
+Run it row by row. A student seed trains on one CPU, so two processes in the same --work can
+share one cell's seeds: `--screen 2` in one, `--seed-from 2` in the other; a plain run of the
+cell afterwards collects all three.
 
 The teacher is committed (teacher_c3/teacher.pt, 1.3 MB; teacher_c3/teacher.json is its run
 record): `dc3ray teacher runs/cifar10/train --val runs/cifar10/val --out runs/bench/teacher_c3
@@ -514,8 +516,12 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
     out = work / "eval" / cell
     # The plan and the evaluation get the same inputs, so the plan's key is the one the
     # evaluation checks its seed files against.
-    # --screen: only the first seeds now (the record still counts them against --seeds).
+    # --screen: only the first seeds now (the record still counts them against --seeds);
+    # --seed-from: only the later ones (another process trains the first, in the same work dir).
     run_cfg = replace(cfg, seeds=min(cfg.seeds, args.screen)) if args.screen else cfg
+    first = args.seed_from or 0
+    if first >= run_cfg.seeds:
+        raise SystemExit(f"--seed-from {first} leaves no seed to train (seeds 0..{run_cfg.seeds - 1})")
     inputs = (run_cfg, condensed, args.val, None if hard else args.teacher)
     opts = {"ipc": ipc}
     key = evaluation_plan(*inputs, **opts)["inputs_key"]
@@ -549,7 +555,7 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
             write_json(seed_file(out, seed), {"inputs_key": key, "result": res})
     if stored:
         print(f"[acc] {cell}: seeds {sorted(stored)} reused from {_store(args) / cell}", flush=True)
-    summary = evaluate_condensed(*inputs, out, **opts)
+    summary = evaluate_condensed(*inputs, out, **opts, first_seed=first)
     for res in summary["seeds"]:
         keep(res["seed"], res)
 
@@ -660,6 +666,10 @@ def parser(profile: Profile, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--screen", type=int, metavar="N",
                    help="train only the first N seeds of each cell now (a screen; the record "
                         "shows the cell as partial until --seeds are stored)")
+    p.add_argument("--seed-from", type=int, metavar="K",
+                   help="train only seeds K.. of each cell now (up to --screen or --seeds): with "
+                        "another process on --screen K in the same --work, two processes share "
+                        "a cell's seeds; a later plain run collects them all")
     p.add_argument("--report-only", action="store_true", help="collect what exists, run nothing")
     p.add_argument("--out-dir", help="where the JSON record goes (default benchmarks/results)")
     return p

@@ -222,7 +222,7 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
                        ipc: int | None = None, *,
                        cpus_per_worker: float | None = None, model_kwargs: dict | None = None,
                        print_every: int = 10, experiment: str = "dc3ray-eval",
-                       tracking_out: str | Path | None = None,
+                       tracking_out: str | Path | None = None, first_seed: int = 0,
                        log: Callable[[str], None] = print) -> dict:
     """Score a condensed set: train cfg.student from scratch once per seed (range(cfg.seeds)),
     each as one Ray Train run of cfg.workers workers (0: in this process, the same numbers
@@ -235,8 +235,12 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
     rerun with the same inputs (see evaluation_plan). Writes out_dir/eval.json (per seed: final
     and best top-1, best epoch, wall time, curve; mean and population std over seeds) and logs
     one MLflow run to the store of `tracking_out` (default out_dir; MLFLOW_TRACKING_URI wins).
+    `first_seed` > 0 runs only seeds first_seed..cfg.seeds-1, so that several processes sharing
+    out_dir can split one evaluation's seeds; a later full call reuses them all.
     Returns the eval.json dict.
     """
+    if not 0 <= first_seed < cfg.seeds:
+        raise ConfigError(f"first_seed={first_seed} must be in [0, eval.seeds={cfg.seeds})")
     check_train_v2()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +255,7 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
     summary = {k: v for k, v in plan.items() if k != "inputs_key"}
     summary["seeds"] = []
     t_all = time.perf_counter()
-    for seed in range(cfg.seeds):
+    for seed in range(first_seed, cfg.seeds):
         path = seed_file(out_dir, seed)
         res = read_seed(path, plan["inputs_key"], seed, cfg.epochs)
         if res is not None:
@@ -268,10 +272,10 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
                     "wall_s": round(time.perf_counter() - t_all, 2)})
     summary["mlflow"] = _log_mlflow(tracking_out or out_dir, cfg, summary, experiment)
     write_json(out_dir / EVAL_JSON, summary)
-    if cfg.seeds > 1:  # one seed has no spread to show
+    if len(summary["seeds"]) > 1:  # one seed has no spread to show
         log(f"[eval] {cfg.student} ipc {summary['ipc']}: final {summary['final_mean']:.2f} +- "
             f"{summary['final_std']:.2f}, best {summary['best_mean']:.2f} +- "
-            f"{summary['best_std']:.2f} over {cfg.seeds} seeds")
+            f"{summary['best_std']:.2f} over {len(summary['seeds'])} seeds")
     return summary
 
 

@@ -127,6 +127,17 @@ def test_evaluate_condensed_trains_students_per_seed_and_logs_to_mlflow(
     assert [s["history"] for s in local["seeds"]] == [s["history"] for s in summary["seeds"]]
     assert local["seeds"][0]["wall_s"] < seed["wall_s"]
     assert not any("done earlier" in line for line in lines), lines
+    # first_seed: a second process trains only the later seeds in the same folder; the full
+    # call after both reuses every seed.
+    two = dataclasses.replace(local_cfg, seeds=2)
+    late = evaluate_condensed(two, condensed, cifar_val_shards, teacher_path, local_out,
+                              model_kwargs={"width": 16}, first_seed=1)
+    assert [s["seed"] for s in late["seeds"]] == [1]
+    lines.clear()
+    both = evaluate_condensed(two, condensed, cifar_val_shards, teacher_path, local_out,
+                              model_kwargs={"width": 16}, log=lines.append)
+    assert both["seeds"] == local["seeds"] + late["seeds"]
+    assert sum("done earlier" in line for line in lines) == 2, lines
 
 
 def test_evaluate_condensed_without_a_teacher_asks_for_one_or_hard_labels(cifar_val_shards,
@@ -136,6 +147,9 @@ def test_evaluate_condensed_without_a_teacher_asks_for_one_or_hard_labels(cifar_
     with pytest.raises(ValueError, match="hard_labels"):
         evaluate_condensed(EvalConfig(epochs=1, seeds=1), cifar_val_shards, cifar_val_shards,
                            None, tmp_path / "eval")
+    with pytest.raises(ValueError, match=r"first_seed=1 must be in \[0, eval.seeds=1\)"):
+        evaluate_condensed(EvalConfig(epochs=1, seeds=1, hard_labels=True), cifar_val_shards,
+                           cifar_val_shards, None, tmp_path / "eval", first_seed=1)
 
 
 def test_local_instance_quiets_the_placement_group_cleaner_in_detached_actors(ray_session):

@@ -25,6 +25,7 @@ def fake_result(seed: int, final: float, best: float, epochs: int = 300) -> dict
 
 def bench_args(tmp_path: Path, val: Path, teacher: Path, **kw):
     fields = {"seeds": 3, "epochs": 300, "eval_every": 25, "diffusion_model": None, "screen": None,
+              "seed_from": None,
               "val": str(val), "teacher": str(teacher), "out_dir": str(tmp_path / "results")}
     return type("A", (), {**fields, **kw})()
 
@@ -37,10 +38,10 @@ def fake_evaluate(calls: list, stop_after: int | None = None):
     from dc3ray.core.atomic import write_json
     from dc3ray.pipeline.evaluate import evaluation_plan, read_seed, seed_file
 
-    def evaluate(cfg, condensed, val, teacher, out, ipc=None, **kw):
+    def evaluate(cfg, condensed, val, teacher, out, ipc=None, first_seed=0, **kw):
         key = evaluation_plan(cfg, condensed, val, teacher, ipc, **kw)["inputs_key"]
         reused, seeds, trained = [], [], 0
-        for seed in range(cfg.seeds):
+        for seed in range(first_seed, cfg.seeds):
             res = read_seed(seed_file(out, seed), key, seed, cfg.epochs)
             if res is not None:
                 reused.append(seed)
@@ -289,6 +290,27 @@ def test_screen_trains_the_first_seeds_and_the_cell_stays_partial_with_the_teach
     acc.run_cell(ns, work, "random", 10)
     assert calls == [[], [0]]
     assert acc.collect(ns, ["random"], [10])[0]["status"] == "measured"
+
+
+def test_two_processes_split_a_cells_seeds_with_screen_and_seed_from(
+        tmp_path, monkeypatch, cifar_small_shards, cifar_val_shards):
+    import dc3ray.pipeline.evaluate as evaluate
+    calls: list = []
+    monkeypatch.setattr(evaluate, "evaluate_condensed", fake_evaluate(calls))
+    teacher = save_random_teacher(tmp_path / "teacher.pt")
+    work = tmp_path / "acc"
+    link_set(work, cifar_small_shards)
+    late = bench_args(tmp_path, cifar_val_shards, teacher, seed_from=2)
+    acc.run_cell(late, work, "random", 10)  # seed 2 only
+    assert sorted(acc._stored_seeds(late, "random_ipc10", False)) == [2]
+    early = bench_args(tmp_path, cifar_val_shards, teacher, screen=2)
+    acc.run_cell(early, work, "random", 10)  # seeds 0 and 1
+    assert acc.collect(early, ["random"], [10])[0]["status"] == "measured"
+    acc.run_cell(bench_args(tmp_path, cifar_val_shards, teacher), work, "random", 10)
+    assert calls == [[], [], [0, 1, 2]]  # the plain run trains nothing
+    with pytest.raises(SystemExit, match="--seed-from 2 leaves no seed"):
+        acc.run_cell(bench_args(tmp_path, cifar_val_shards, teacher, screen=2, seed_from=2),
+                     work, "random", 10)
 
 
 # CIFAR-10's committed seed store is keyed on these: a change would orphan hours of seeds.
