@@ -33,10 +33,10 @@ and grad.head=imagenet need):
   python benchmarks/accuracy_imagenette.py --rows random herding dc3_select dc3_classical --ipc 1
   python benchmarks/accuracy_imagenette.py --report-only   # re-collect
 
-CPU cost (docs/FINDINGS.md, "The ImageNet path"): a ResNet-18 seed at IPC 1 ran at 4.8 s an
-epoch (~24 min for 300 epochs) on the loaded 2-core sandbox; FINDINGS estimates ~3 / 15 / 75 min
-a seed at IPC 1 / 10 / 50 on idle cores, ~2 h of CPU for the IPC 1 KD cells (4 rows x 3 seeds)
-and ~9 h for IPC 10. Run it cell group by cell group.
+CPU cost (docs/FINDINGS.md, "The ImageNet path"): a ResNet-18 seed at IPC 1 took 195-207 s on
+the idle 2-core sandbox (measured); it takes both cores, so run one invocation at a time (two
+together ran 5x slower an epoch). IPC 10 / 50 seeds are estimated at ~15 / 75 min. Run it cell
+group by cell group.
 """
 from __future__ import annotations
 
