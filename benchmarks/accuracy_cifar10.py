@@ -507,21 +507,22 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
     base, hard = parse_row(row, profile)
     if _not_measured(base, args):
         return
+    cfg = _eval_cfg(args, hard)
+    # --screen: only the first seeds now (the record still counts them against --seeds);
+    # --seed-from: only the later ones (another process trains the first, in the same work dir).
+    # Checked before the set is built, so a bad flag costs nothing.
+    run_cfg = replace(cfg, seeds=min(cfg.seeds, args.screen)) if args.screen else cfg
+    first = args.seed_from or 0
+    if first >= run_cfg.seeds:
+        raise SystemExit(f"--seed-from {first} leaves no seed to train (seeds 0..{run_cfg.seeds - 1})")
     spec = profile.rows[base]
     condensed = _selection(args, work, spec, ipc)
     if spec.comp:
         condensed = _compensated(args, work, condensed, spec.comp)
     cell = cell_name(row, ipc, profile)
-    cfg = _eval_cfg(args, hard)
     out = work / "eval" / cell
     # The plan and the evaluation get the same inputs, so the plan's key is the one the
     # evaluation checks its seed files against.
-    # --screen: only the first seeds now (the record still counts them against --seeds);
-    # --seed-from: only the later ones (another process trains the first, in the same work dir).
-    run_cfg = replace(cfg, seeds=min(cfg.seeds, args.screen)) if args.screen else cfg
-    first = args.seed_from or 0
-    if first >= run_cfg.seeds:
-        raise SystemExit(f"--seed-from {first} leaves no seed to train (seeds 0..{run_cfg.seeds - 1})")
     inputs = (run_cfg, condensed, args.val, None if hard else args.teacher)
     opts = {"ipc": ipc}
     key = evaluation_plan(*inputs, **opts)["inputs_key"]
