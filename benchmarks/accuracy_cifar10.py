@@ -30,7 +30,9 @@ CPU has other weights, so its KD and DC3 cells get a new digest and start again)
 hard-label cells carry across.
 A cell reports the digest with the most seeds (then the newest); every seed names its CPU. A
 cell measured before the store existed, whose seed files are gone, is carried over from the
-previous record with that record's date and machine ("from_record") until measured again.
+previous record with that record's date and machine ("from_record") until measured again, or
+until a run with --drop-carried removes its figures (its status then names the record it came
+from: a figure whose inputs are lost is measured again or removed).
 
   python benchmarks/accuracy_cifar10.py --train runs/cifar10/train --val runs/cifar10/val \\
       --work runs/bench/acc --rows random --ipc 10 50
@@ -567,13 +569,14 @@ def cell_name(row: str, ipc: int, profile: Profile | None = None) -> str:
 
 
 def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None,
-            only: set[tuple[str, int]] | None = None) -> list[dict]:
+            only: set[tuple[str, int]] | None = None, drop_carried: bool = False) -> list[dict]:
     """One summary row per (row, ipc): measured figures, partial seeds, or why not measured.
     `only`: the (row, ipc) cells to report among rows x ipcs (default: all).
 
     Reads the committed seed store only (run_cell fills it as cells finish). A cell with no stored
     seed keeps its entry from `previous` (the last record) if that had figures under the same
-    protocol (epochs, seeds, eval_every).
+    protocol (epochs, seeds, eval_every); with `drop_carried`, its figures are removed instead and
+    its status says which record they came from.
     """
     import numpy as np
     profile = _profile(args)
@@ -615,6 +618,11 @@ def collect(args, rows: list[str], ipcs: list[int], previous: dict | None = None
                                             for o in [e.get("teacher_on_set")] if o), None),
                     "status": "measured" if len(seeds) >= args.seeds
                     else f"partial: {len(seeds)}/{args.seeds} seeds"})
+            elif old and "final_mean" in old and drop_carried:
+                came = old.get("from_record") or (f"{previous.get('date')}, "
+                                                  f"{previous.get('machine', {}).get('cpu')}")
+                cell["status"] = (f"not measured: the figure carried from {came} was dropped "
+                                  "(no stored seed; its inputs are lost)")
             elif old and "final_mean" in old:
                 cell = dict(old)
                 cell.setdefault("from_record", f"{previous.get('date')}, "
@@ -672,6 +680,9 @@ def parser(profile: Profile, doc: str | None) -> argparse.ArgumentParser:
                         "another process on --screen K in the same --work, two processes share "
                         "a cell's seeds; a later plain run collects them all")
     p.add_argument("--report-only", action="store_true", help="collect what exists, run nothing")
+    p.add_argument("--drop-carried", action="store_true",
+                   help="remove the figures of cells carried from an earlier record with no stored "
+                        "seed (inputs lost) instead of carrying them on; their status says so")
     p.add_argument("--out-dir", help="where the JSON record goes (default benchmarks/results)")
     return p
 
@@ -707,7 +718,7 @@ def main(argv=None, profile: Profile | None = None, doc: str | None = __doc__) -
     previous = json.loads(record.read_text()) if record.is_file() else None
     had = (previous or {}).get("result", {}).get("summary", [])
     rows, ipcs, only = record_table(profile, requested, had)
-    summary = collect(args, rows, ipcs, previous, only)
+    summary = collect(args, rows, ipcs, previous, only, drop_carried=args.drop_carried)
     features_s = _timing(work, "features")
     # One record accumulates many invocations, but it has room for one command: say so, and
     # how each cell is reproduced.

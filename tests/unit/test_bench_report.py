@@ -212,6 +212,17 @@ def test_cells_of_the_previous_record_without_seed_files_are_carried_with_its_da
     # A record made under another protocol is not carried into this one.
     longer = bench_args(tmp_path, tmp_path, tmp_path, epochs=1000)
     assert all("final_mean" not in c for c in acc.collect(longer, ["herding"], [10], previous))
+    # --drop-carried: the figures go, the status names where they came from; once dropped,
+    # a later plain collect has nothing left to carry.
+    dropped = acc.collect(ns, ["herding", "random/hard", "kcenter"], [10], previous,
+                          drop_carried=True)
+    assert [("final_mean" in c) for c in dropped] == [False, False, False]
+    assert dropped[0]["status"] == ("not measured: the figure carried from 2026-11-29 10:11 UTC, "
+                                    "AMD EPYC was dropped (no stored seed; its inputs are lost)")
+    assert dropped[2]["status"] == "not measured yet"
+    after = dict(previous, result=dict(previous["result"], summary=dropped))
+    assert all("final_mean" not in c for c in acc.collect(ns, ["herding", "random/hard"], [10],
+                                                         after))
 
 
 def test_render_writes_every_record_with_its_command_machine_and_plots(tmp_path):
