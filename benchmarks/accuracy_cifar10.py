@@ -7,6 +7,8 @@ Every row is a condensed set built by dc3ray's own pipeline functions, scored by
   random, herding, kcenter, facility     selection baselines (no compensation)
   dc3_select                             DC3 selection only
   dc3_classical, random_classical        + the classical color compensator
+  dc3_gentle                             + the classical compensator at strength 0.25 with the
+                                         diversity-aware word assignment (issue 26's screen)
   dc3_diffusion                          + InstructPix2Pix (only with --diffusion-model and a GPU;
                                          otherwise recorded as "not measured" with the reason)
   <row>/hard                             the same set trained with hard labels (CE, no teacher)
@@ -49,10 +51,11 @@ cell afterwards collects all three.
 
 The teacher is committed (teacher_c3/teacher.pt, 1.3 MB; teacher_c3/teacher.json is its run
 record): `dc3ray teacher runs/cifar10/train --val runs/cifar10/val --out runs/bench/teacher_c3
---epochs 6` on 2026-11-29 (Intel Xeon, 2 cores, torch 2.14.1), val top-1 78.26%. The same
-command on an AMD EPYC the day before gave 78.56% and other weights: the IPC 1 / 10 cells and the
-dc3_classical IPC 50 KD cell of the record were made with that teacher, which is lost (random and
-dc3_select at IPC 50 were measured again with the committed one).
+--epochs 6` on 2026-11-29 (Intel Xeon, 2 cores, torch 2.14.1), val top-1 78.26%. Every cell of
+the record was measured with it, on that Intel machine or on an AMD EPYC (each seed names its
+CPU); the cells of an earlier AMD-trained teacher (78.56%), lost with its machine, were measured
+again with the committed one on 2026-12-02/03. Selections from the teacher's features came out
+byte-identical on both CPU types where checked (DC3 at IPC 10 and 50).
 """
 from __future__ import annotations
 
@@ -82,10 +85,16 @@ class Row:
     features: str = "base"  # a FEATURES entry
     select: tuple[tuple[str, object], ...] = ()  # SelectConfig overrides
     name: str | None = None  # the selection's set name; default: the method's
+    compensate: tuple[tuple[str, object], ...] = ()  # CompensateConfig overrides
+    comp_name: str | None = None  # the compensated set's suffix; default: the compensator's
 
     @property
     def selection(self) -> str:
         return self.name or self.method
+
+    @property
+    def compensation(self) -> str | None:
+        return self.comp_name or self.comp
 
 
 # The features variant every model-based row reads unless it names another (work/features).
@@ -111,6 +120,9 @@ ROWS = {
     "dc3_classical": Row("dc3", "classical"),
     "random_classical": Row("random", "classical"),
     "dc3_diffusion": Row("dc3", "instructpix2pix"),
+    # issue 26: the compensation screen's best setting (docs/FINDINGS.md), confirmed at 3 seeds
+    "dc3_gentle": Row("dc3", "classical", compensate=(("strength", 0.25), ("assignment", "diverse")),
+                      comp_name="classical-s0.25-diverse"),
     # issue 29: DC3 selection ablation (one setting changed each) and RDED
     "dc3_gradrandom": Row("dc3", features="gradrandom", name="dc3-gradrandom"),
     "dc3_effnet": Row("dc3", features="effnet", name="dc3-effnet"),
@@ -338,12 +350,12 @@ def _selection(args, work: Path, row: Row, ipc: int) -> Path:
     return _once(work, name, build)
 
 
-def _compensated(args, work: Path, source: Path, compensator: str) -> Path:
+def _compensated(args, work: Path, source: Path, row: Row) -> Path:
     from dc3ray.config import CompensateConfig
     from dc3ray.pipeline.compensate import compensate_dataset
-    kw = {"model_path": args.diffusion_model} if compensator != "classical" else {}
-    cfg = CompensateConfig(compensator=compensator, seed=args.comp_seed, **kw)
-    return _once(work, _set_name(source.name, None, compensator),
+    kw = {"model_path": args.diffusion_model} if row.comp != "classical" else {}
+    cfg = CompensateConfig(compensator=row.comp, seed=args.comp_seed, **kw, **dict(row.compensate))
+    return _once(work, _set_name(source.name, None, row.compensation),
                  lambda out: compensate_dataset(source, cfg, out))
 
 
@@ -498,7 +510,7 @@ def _set_name(method: str, ipc: int | None, comp: str | None = None) -> str:
 
 def _condense_s(work: Path, row: Row, ipc: int) -> float | None:
     cond = [_timing(work, _set_name(row.selection, ipc)),
-            _timing(work, _set_name(row.selection, ipc, row.comp)) if row.comp else 0.0]
+            _timing(work, _set_name(row.selection, ipc, row.compensation)) if row.comp else 0.0]
     return round(sum(cond), 1) if None not in cond else None
 
 
@@ -520,7 +532,7 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
     spec = profile.rows[base]
     condensed = _selection(args, work, spec, ipc)
     if spec.comp:
-        condensed = _compensated(args, work, condensed, spec.comp)
+        condensed = _compensated(args, work, condensed, spec)
     cell = cell_name(row, ipc, profile)
     out = work / "eval" / cell
     # The plan and the evaluation get the same inputs, so the plan's key is the one the
