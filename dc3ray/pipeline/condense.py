@@ -195,6 +195,8 @@ def _teacher(cache: StageCache, cfg: CondenseConfig, train: Path, train_fp: str,
     work = cache.path("teacher", *parts).with_suffix(".work")
     d, _ = cache.run("teacher", parts,
                      lambda tmp: _teacher_stage(teacher_stage, cfg, train, val, work, tmp, log))
+    # The stage holds its own copy now: the checkpoints would only duplicate it on disk.
+    shutil.rmtree(work, ignore_errors=True)
     return d / "teacher" / "teacher.pt", f"{train_fp}:{d.name}"
 
 

@@ -180,3 +180,5 @@ def test_same_config_in_a_fresh_folder_killed_in_four_stages_ends_identical_to_t
     assert _normalised_manifest(out) == first_run["manifest"]
     assert _outputs(out) == first_run["outputs"]
     assert not list((out / "stages").glob(".tmp-*"))  # killed stages' temp folders swept
+    # the teacher's resumable work folder goes once the stage has committed its copy
+    assert [p.suffix for p in (out / "stages").glob("teacher-*")] == [""]
