@@ -34,10 +34,11 @@ and grad.head=imagenet need):
   python benchmarks/accuracy_imagenette.py --report-only   # re-collect
 
 CPU cost (docs/FINDINGS.md, "The ImageNet path"), measured on idle 2-core sandboxes: a ResNet-18
-seed at IPC 1 took 187-207 s (Intel Xeon) and 255-292 s (AMD EPYC); at IPC 10, 34 min (AMD, 6.8 s
-an epoch of 100 images). An epoch grows with the set, so an IPC 50 seed would be ~3 h here: a GPU
-job. A seed takes both cores, so run one invocation at a time (two together ran 5x slower an
-epoch), cell group by cell group; --screen 1 first gives every cell one seed early.
+seed at IPC 1 took 187-207 s (Intel Xeon) and 255-292 s (AMD EPYC); at IPC 10, 29-34 min with
+KD (AMD, 5.8-7.0 s an epoch of 100 images) and 18 min with hard labels (no teacher pass). An
+epoch grows with the set, so an IPC 50 seed would be ~3 h here: a GPU job. A seed takes both
+cores, so run one invocation at a time (two together ran 5x slower an epoch), cell group by cell
+group; --screen 1 first gives every cell one seed early.
 """
 from __future__ import annotations
 
