@@ -47,7 +47,10 @@ labels and 12.5-18.5 min with KD (the teacher runs on every batch). The full tab
 (8 rows x 3 IPCs x 3 seeds + hard labels) is most of a day of CPU; on a GPU it is an afternoon.
 Run it row by row. A student seed trains on one CPU, so two processes in the same --work can
 share one cell's seeds: `--screen 2` in one, `--seed-from 2` in the other; a plain run of the
-cell afterwards collects all three.
+cell afterwards collects all three. Cells too slow for CPUs train on a GPU machine through
+--export / benchmarks/gpu_student.py / --import (see accuracy_imagenette.py's help and
+gpu_student.py's): the seeds come back checked against this machine's inputs and are stored
+with the GPU named.
 
 The teacher is committed (teacher_c3/teacher.pt, 1.3 MB; teacher_c3/teacher.json is its run
 record): `dc3ray teacher runs/cifar10/train --val runs/cifar10/val --out runs/bench/teacher_c3
@@ -514,13 +517,16 @@ def _condense_s(work: Path, row: Row, ipc: int) -> float | None:
     return round(sum(cond), 1) if None not in cond else None
 
 
-def run_cell(args, work: Path, row: str, ipc: int) -> None:
-    from dc3ray.core.fingerprint import json_digest
-    from dc3ray.pipeline.evaluate import evaluate_condensed, evaluation_plan, read_seed, seed_file
+def _plan_cell(args, work: Path, row: str, ipc: int):
+    """What running a cell needs, its set built: eval configs (run_cfg honours --screen), the
+    set, the evaluation's inputs and plan key, the store's parts; None for a cell that cannot be
+    measured here."""
+    from types import SimpleNamespace
+    from dc3ray.pipeline.evaluate import evaluation_plan
     profile = _profile(args)
     base, hard = parse_row(row, profile)
     if _not_measured(base, args):
-        return
+        return None
     cfg = _eval_cfg(args, hard)
     # --screen: only the first seeds now (the record still counts them against --seeds);
     # --seed-from: only the later ones (another process trains the first, in the same work dir).
@@ -533,14 +539,26 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
     condensed = _selection(args, work, spec, ipc)
     if spec.comp:
         condensed = _compensated(args, work, condensed, spec)
-    cell = cell_name(row, ipc, profile)
-    out = work / "eval" / cell
     # The plan and the evaluation get the same inputs, so the plan's key is the one the
     # evaluation checks its seed files against.
     inputs = (run_cfg, condensed, args.val, None if hard else args.teacher)
-    opts = {"ipc": ipc}
-    key = evaluation_plan(*inputs, **opts)["inputs_key"]
-    parts = inputs_parts(args, condensed, hard, ipc)
+    plan = evaluation_plan(*inputs, ipc=ipc)
+    return SimpleNamespace(cfg=cfg, run_cfg=run_cfg, first=first, hard=hard, condensed=condensed,
+                           cell=cell_name(row, ipc, profile), inputs=inputs, plan=plan,
+                           key=plan["inputs_key"], parts=inputs_parts(args, condensed, hard, ipc))
+
+
+def run_cell(args, work: Path, row: str, ipc: int) -> None:
+    from dc3ray.core.fingerprint import json_digest
+    from dc3ray.pipeline.evaluate import evaluate_condensed, read_seed, seed_file
+    c = _plan_cell(args, work, row, ipc)
+    if c is None:
+        return
+    cfg, first, hard, condensed, cell = c.cfg, c.first, c.hard, c.condensed, c.cell
+    inputs, key, parts = c.inputs, c.key, c.parts
+    out = work / "eval" / cell
+    if args.import_seeds:
+        _place_imported(args.import_seeds, c, out)
     keep = seed_keeper(args, work, row, ipc, parts, condensed)
     in_work = {}
     for seed in range(cfg.seeds):
@@ -549,10 +567,12 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
         if res is not None:
             in_work[seed] = res
             # Harvest: a seed finished by an earlier invocation that was stopped before its
-            # evaluation returned. Its inputs key is this plan's (same set, val and teacher
-            # files, untouched since, and the same eval config), so it is a seed of `parts`.
-            date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(f.stat().st_mtime))
-            if keep(seed, res, date):
+            # evaluation returned, or trained elsewhere (--import). Its inputs key is this plan's
+            # (same set, val and teacher files, untouched since, and the same eval config), so
+            # it is a seed of `parts`; one from elsewhere names the device it ran on.
+            date = res.get("date") or time.strftime("%Y-%m-%d %H:%M UTC",
+                                                    time.gmtime(f.stat().st_mtime))
+            if keep(seed, res, date, cpu=res.get("device")):
                 print(f"[acc] {cell}: seed {seed} taken into the store from {f}", flush=True)
     digest = json_digest(parts)
     # The same inputs digest under another cell (two settings that select the very same images,
@@ -570,9 +590,70 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
             write_json(seed_file(out, seed), {"inputs_key": key, "result": res})
     if stored:
         print(f"[acc] {cell}: seeds {sorted(stored)} reused from {_store(args) / cell}", flush=True)
-    summary = evaluate_condensed(*inputs, out, **opts, first_seed=first)
+    summary = evaluate_condensed(*inputs, out, ipc=ipc, first_seed=first)
     for res in summary["seeds"]:
         keep(res["seed"], res)
+
+
+BUNDLE_JOBS = "jobs.json"
+
+
+def export_cell(args, work: Path, row: str, ipc: int, bundle: Path, jobs: list[dict]) -> None:
+    """--export: the cell's set, val and teacher copied under `bundle` and one job per seed not
+    yet stored, for benchmarks/gpu_student.py (which runs evaluate's student loop in process,
+    without Ray). Paths in a job are relative to the bundle; its inputs key is this machine's,
+    so --import can tell the seeds belong to these very inputs."""
+    import shutil
+    from dc3ray.config import to_dict
+    from dc3ray.core.fingerprint import json_digest
+    c = _plan_cell(args, work, row, ipc)
+    if c is None:
+        print(f"[acc] {row} ipc {ipc}: not exported ({_not_measured(parse_row(row, _profile(args))[0], args)})")
+        return
+    stored = _stored_seeds(args, c.cell, c.hard, json_digest(c.parts))
+    seeds = [k for k in range(c.first, c.run_cfg.seeds) if k not in stored]
+    if not seeds:
+        print(f"[acc] {c.cell}: every seed is stored already; nothing to export", flush=True)
+        return
+    for src, dest in ((c.condensed, f"sets/{c.cell}"), (Path(args.val), "val")):
+        if not (bundle / dest).is_dir():
+            shutil.copytree(src, bundle / dest)
+    teacher = None
+    if not c.hard:
+        teacher = "teacher.pt"
+        if not (bundle / teacher).is_file():
+            shutil.copyfile(args.teacher, bundle / teacher)
+    plan = c.plan
+    jobs.append({"cell": c.cell, "row": row, "ipc": ipc, "inputs_key": c.key, "seeds": seeds,
+                 "config": {"cfg": to_dict(c.run_cfg), "condensed_path": f"sets/{c.cell}",
+                            "val_path": "val", "teacher_ckpt": teacher,
+                            **{k: plan[k] for k in ("num_classes", "batch_size", "norm",
+                                                    "model_kwargs")}}})
+    print(f"[acc] {c.cell}: seeds {seeds} exported to {bundle}", flush=True)
+
+
+def _place_imported(path: str, c, out: Path) -> None:
+    """--import: the seeds gpu_student.py trained for this cell written as its finished seed
+    files, after checking they were trained on these inputs (the export's inputs key)."""
+    from dc3ray.pipeline.evaluate import seed_file
+    data = json.loads(Path(path).read_text())
+    for job in data["jobs"]:
+        if job["cell"] != c.cell:
+            continue
+        if job["inputs_key"] != c.key:
+            raise SystemExit(f"--import {path}: cell {c.cell} was trained on other inputs (key "
+                             f"{job['inputs_key']}, here {c.key}): the set, val, teacher or eval "
+                             "config changed since --export")
+        for res in job["results"]:
+            if res.get("overrides"):
+                print(f"[acc] {c.cell}: seed {res['seed']} of {path} ran with "
+                      f"{res['overrides']}, not this cell's protocol: not imported", flush=True)
+                continue
+            f = seed_file(out, res["seed"])
+            if not f.is_file():
+                write_json(f, {"inputs_key": c.key, "result": res})
+                print(f"[acc] {c.cell}: seed {res['seed']} imported from {path} "
+                      f"({res['device']})", flush=True)
 
 
 def cell_name(row: str, ipc: int, profile: Profile | None = None) -> str:
@@ -696,6 +777,16 @@ def parser(profile: Profile, doc: str | None) -> argparse.ArgumentParser:
                    help="remove the figures of cells carried from an earlier record with no stored "
                         "seed (inputs lost) instead of carrying them on; their status says so")
     p.add_argument("--out-dir", help="where the JSON record goes (default benchmarks/results)")
+    p.add_argument("--export", metavar="DIR",
+                   help="build each requested cell's set and write DIR (the sets, val, teacher "
+                        "and jobs.json: one job per seed not yet stored) for "
+                        "benchmarks/gpu_student.py, which trains those seeds on a GPU machine "
+                        "without Ray; nothing is trained here and the record is not touched")
+    p.add_argument("--import", dest="import_seeds", metavar="FILE",
+                   help="gpu_student.py's gpu_seeds.json: its seeds, checked against this "
+                        "machine's inputs, become the cells' finished seeds (stored with the "
+                        "device they ran on); the cells then run as usual, so a seed missing "
+                        "from FILE is trained here")
     return p
 
 
@@ -719,6 +810,19 @@ def main(argv=None, profile: Profile | None = None, doc: str | None = __doc__) -
     if getattr(args, "features", None) and not args.report_only:
         args.features = str(checked_features(args, args.features))
     load_before = load()
+    if args.export:
+        from dc3ray.pipeline.resources import configure_data_context, init_ray
+        init_ray()
+        configure_data_context()
+        bundle, jobs = Path(args.export), []
+        bundle.mkdir(parents=True, exist_ok=True)
+        for row, ipc in requested:
+            export_cell(args, work, row, ipc, bundle, jobs)
+        write_json(bundle / BUNDLE_JOBS, {"record": profile.record, "jobs": jobs})
+        print(f"[acc] {sum(len(j['seeds']) for j in jobs)} seeds of {len(jobs)} cells in "
+              f"{bundle / BUNDLE_JOBS}; on the GPU machine: python benchmarks/gpu_student.py "
+              f"{bundle}", flush=True)
+        return {"export": str(bundle), "jobs": jobs}
     if not args.report_only:
         from dc3ray.pipeline.resources import configure_data_context, init_ray
         init_ray()

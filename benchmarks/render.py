@@ -12,12 +12,14 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["accuracy_cifar10", "accuracy_imagenette", "bench_embed", "bench_graphcut", "bench_compensate",
-         "bench_diffusion_cost", "bench_scaling"]
+ORDER = ["accuracy_cifar10", "accuracy_imagenette", "accuracy_imagenette_224px", "bench_embed",
+         "bench_graphcut", "bench_compensate", "bench_diffusion_cost", "bench_scaling"]
 TITLES = {
     "accuracy_cifar10": "Accuracy on real CIFAR-10 (ConvNet-3 teacher and student, KD protocol)",
     "accuracy_imagenette": "Accuracy on Imagenette (EfficientNet-Lite0 subset teacher, ResNet-18 "
                            "student at 128 px, KD protocol)",
+    "accuracy_imagenette_224px": "Accuracy on Imagenette at 224 px (the same IPC 50 sets and "
+                                 "protocol, the student at the paper's resolution; on an H200)",
     "bench_embed": "Embedding stage: Ray Data actor pool vs a plain DataLoader loop",
     "bench_graphcut": "Selection: vectorised GraphCut vs reference greedy; factored vs materialised similarity",
     "bench_compensate": "Compensation: batched vs one image per call",
@@ -50,8 +52,10 @@ def machine_line(rec: dict) -> str:
     load = ""
     if rec.get("load_before") is not None:
         load = f"; load average {rec['load_before']} before, {rec.get('load_after')} after"
-    return (f"{m.get('cores')} cores ({m.get('cpu')}), {gpu}, {m.get('memory_gb')} GiB, "
-            f"Python {m.get('python')}{libs}{load}")
+    head = f"{m.get('cores')} cores ({m.get('cpu')})" if m.get("cores") else f"CPU {m.get('cpu')}"
+    tail = "".join(f", {v}" for v in (m.get("memory_gb") and f"{m['memory_gb']} GiB",
+                                       m.get("python") and f"Python {m['python']}") if v)
+    return f"{head}, {gpu}{tail}{libs}{load}"
 
 
 def plot_accuracy(rec: dict, path: Path) -> bool:

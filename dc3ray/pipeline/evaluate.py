@@ -1,8 +1,8 @@
 """`dc3ray evaluate`: score a condensed set by training students from scratch (RDED protocol),
 one Ray Train run per seed, each finished seed kept so an interrupted evaluation resumes.
 
-The maths lives in dc3ray.core.training; `_student_loop` is the only Ray-aware part. Paths must be
-on storage every node sees.
+The maths lives in dc3ray.core.training; the per-seed loop (student.py, Ray-free) runs on a Ray
+Train worker or in this process. Paths must be on storage every node sees.
 """
 from __future__ import annotations
 
@@ -15,99 +15,30 @@ from typing import Callable
 
 import torch
 
-from ..config import EvalConfig, EvaluateCommand, from_dict, to_dict
+from ..config import EvalConfig, EvaluateCommand, to_dict
 from ..core import datasets, schema
 from ..core.atomic import write_json
 from ..core.fingerprint import json_digest, tree_stamp
-from ..core.models import build_model, load_model_checkpoint
-from ..core.seeding import derive_seed
+from ..core.models import load_model_checkpoint
 from ..core.training import (
     batch_size_for,
     class_confidence,
-    epoch_batches,
-    lr_factor,
     norm_for_side,
     norm_stats,
     recorded_norm,
-    set_lr,
-    student_optimizer,
     summarize_seeds,
-    train_one_epoch_ce,
-    train_one_epoch_kd,
 )
 from ..errors import ConfigError, DataError
-from .raytrain import (
-    all_sum,
-    check_train_v2,
-    fit,
-    logger,
-    loop_inputs,
-    num_classes_of,
-    prepare_model,
-    seeded_generator,
-    val_top1,
-    worker_cpus,
-)
+from .raytrain import check_train_v2, fit, num_classes_of, worker_cpus
 from ..logs import log_file, run_logs
 from .outputs import output_lock
-from .progress import follow_epochs, report_epoch
+from .progress import follow_epochs
 from .resources import init_ray
+from .student import student_loop
 from .tracking import check_store, log_run
 
 EVAL_JSON = "eval.json"
 SEEDS_DIR = "seeds"
-
-
-def _student_loop(config: dict) -> dict:
-    cfg = from_dict(EvalConfig, config["cfg"])
-    seed = config["seed"]
-    # The condensed set stays at its stored resolution: augment_batch crops, then resizes.
-    io = loop_inputs(config, cfg.image_size, "condensed_path", "stored")
-    rank, world, device, norm, mean, std = io.rank, io.world, io.device, io.norm, io.mean, io.std
-    num_classes, x, y, x_val, y_val = io.num_classes, io.x, io.y, io.x_val, io.y_val
-    teacher, teacher_size = None, None
-    if not cfg.hard_labels:
-        teacher, meta = load_model_checkpoint(config["teacher_ckpt"], device)
-        teacher.requires_grad_(False)
-        teacher_size = int(meta["image_size"])
-
-    torch.manual_seed(derive_seed(seed, "student-init"))
-    student = build_model(cfg.student, num_classes, cfg.image_size, **config["model_kwargs"])
-    student = prepare_model(student, config, device)
-    optimizer = student_optimizer(student, cfg)
-    batch_size = config["batch_size"]
-    history, best, best_epoch, t_start = [], -1.0, 0, time.perf_counter()
-    for epoch in range(cfg.epochs):
-        set_lr(optimizer, cfg.lr * lr_factor(epoch, cfg.epochs))
-        batches = epoch_batches(len(x), batch_size, seeded_generator(seed, "student-shuffle", epoch),
-                                rank, world)
-        g = seeded_generator(seed, "student-augment", epoch, rank)
-        if cfg.hard_labels:
-            stats = train_one_epoch_ce(student, x, y, optimizer, cfg, device, g, batches=batches,
-                                       mean=mean, std=std)
-        else:
-            stats = train_one_epoch_kd(student, teacher, x, optimizer, cfg, device, g,
-                                       batches=batches, mean=mean, std=std,
-                                       teacher_size=teacher_size)
-        done = epoch + 1
-        if done % cfg.eval_every and done != cfg.epochs:
-            continue
-        top1 = val_top1(student, x_val, y_val, rank, world, device, norm)
-        loss = all_sum([stats["loss"]], device)[0] / world
-        if top1 > best:
-            best, best_epoch = top1, done
-        history.append([done, round(top1, 3), round(loss, 5)])
-        if rank == 0:
-            report_epoch(config.get("progress_file"), epoch=done, top1=round(top1, 2),
-                         best=round(best, 2))
-        if rank == 0 and (done % config["print_every"] == 0 or done == cfg.epochs):
-            logger.info(f"[eval seed {seed}] epoch {done}/{cfg.epochs} loss {loss:.4f} "
-                        f"top-1 {top1:.2f}% (best {best:.2f}% @ {best_epoch})")
-    # No ray.train.report per evaluation: each report blocks until the controller polls it
-    # (every ~2 s), which would dwarf a short epoch. The curve returns through return_value.
-    return {"seed": seed, "top1_final": history[-1][1], "top1_best": round(best, 3),
-            "best_epoch": best_epoch, "train_s": round(time.perf_counter() - t_start, 2),
-            "history": history}
 
 
 def _resolve_norm(cfg: EvalConfig, teacher_meta: dict | None, teacher_ckpt, stored_side: int
@@ -211,7 +142,7 @@ def _train_seed(cfg: EvalConfig, plan: dict, seed: int, out_dir: Path, cpus_per_
     with follow_epochs(out_dir / "ray" / f"{name}.progress", cfg.epochs,
                        f"eval {cfg.student} seed {seed}") as progress:
         # A fresh run name per call: a seed restarts from scratch, it has no checkpoints.
-        result, wall = fit(_student_loop, {**config, "progress_file": progress},
+        result, wall = fit(student_loop, {**config, "progress_file": progress},
                            workers=cfg.workers, use_gpu=cfg.use_gpu,
                            cpus_per_worker=cpus_per_worker, storage=out_dir / "ray", name=name)
     return {**result.return_value, "wall_s": round(wall, 2)}

@@ -2,7 +2,9 @@
 fit a loop on N workers (or in this process), the worker's rank / device, CPUs per worker,
 the "may this run resume" check, and copying a file out of the latest checkpoint.
 
-Loops call these inside workers; nothing here knows what is trained.
+Loops call these inside workers; nothing here knows what is trained. Ray is imported where it
+is used: a loop run in this process (fit with workers=0, or benchmarks/gpu_student.py on a
+machine without Ray) needs only torch and dc3ray.core.
 """
 from __future__ import annotations
 
@@ -14,8 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-import ray
-import ray.train
 import torch
 
 from ..core import datasets
@@ -86,13 +86,17 @@ def worker_context(config: dict) -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this loop: a Ray Train worker's, or this process's."""
     if config.get(IN_PROCESS):
         return 0, 1, torch.device("cuda" if config["use_gpu"] else "cpu")
+    import ray.train.torch
     ctx = ray.train.get_context()
     return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
 
 
 def prepare_model(model: torch.nn.Module, config: dict, device: torch.device) -> torch.nn.Module:
     """On Ray Train workers: DDP-wrap and move (prepare_model); in this process: move."""
-    return model.to(device) if config.get(IN_PROCESS) else ray.train.torch.prepare_model(model)
+    if config.get(IN_PROCESS):
+        return model.to(device)
+    import ray.train.torch
+    return ray.train.torch.prepare_model(model)
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:
@@ -134,6 +138,7 @@ def _auto_cpus_per_worker(cpus_per_worker: float | None, workers: int) -> float:
     """
     if cpus_per_worker is not None:
         return float(cpus_per_worker)
+    import ray
     total = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else 1
     if not os.environ.get("RAY_ADDRESS"):
         # A local instance may advertise more logical CPUs than cores; threads need cores.
@@ -154,6 +159,7 @@ def _warn_if_unschedulable(workers: int, cpus_per_worker: float, use_gpu: bool, 
                            log: Callable[[str], None]) -> None:
     # Ray Train waits silently for resources it never gets; say so up front (a warning, not an
     # error: an autoscaling cluster may still add the nodes).
+    import ray
     have = ray.cluster_resources()
     need_cpu = workers * cpus_per_worker
     if have.get("CPU", 0) < need_cpu or (use_gpu and have.get("GPU", 0) < workers):
@@ -184,12 +190,13 @@ def fit(loop: Callable[[dict], Any], config: dict, *, workers: int, use_gpu: boo
     A run with the same name and storage path resumes from its latest checkpoint (Ray Train V2),
     which is how teacher and fine-tuning runs continue after an interruption.
     """
-    from ray.train.torch import TorchTrainer
-
     t0 = time.perf_counter()
     if workers == 0:
         value = loop({**config, IN_PROCESS: True, "use_gpu": use_gpu})
         return SimpleNamespace(return_value=value), time.perf_counter() - t0
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
     run = {"name": name, "storage_path": str(storage)}
     if keep_checkpoints:
         run["checkpoint_config"] = ray.train.CheckpointConfig(num_to_keep=keep_checkpoints)

@@ -25,7 +25,7 @@ def fake_result(seed: int, final: float, best: float, epochs: int = 300) -> dict
 
 def bench_args(tmp_path: Path, val: Path, teacher: Path, **kw):
     fields = {"seeds": 3, "epochs": 300, "eval_every": 25, "diffusion_model": None, "screen": None,
-              "seed_from": None,
+              "seed_from": None, "import_seeds": None,
               "val": str(val), "teacher": str(teacher), "out_dir": str(tmp_path / "results")}
     return type("A", (), {**fields, **kw})()
 
@@ -491,3 +491,65 @@ def test_a_cell_whose_inputs_equal_another_cells_takes_its_seeds_without_trainin
                for s, e in zero.items())
     [cell] = acc.collect(ns, ["dc3_gradzero"], [10])
     assert cell["status"] == "measured" and cell["same_inputs_as"] == "dc3_gradrandom_ipc10"
+
+
+@pytest.mark.slow
+def test_exported_seeds_train_without_ray_and_import_into_the_store_with_their_device(
+        tmp_path, monkeypatch, cifar_small_shards, cifar_val_shards):
+    """--export -> gpu_student.py (the real student loop, in child processes, here on CPU) ->
+    --import: the seeds become the cell's, stored with the device they ran on, not retrained;
+    a bundle trained on other inputs is refused by cell name."""
+    import dc3ray.pipeline.evaluate as evaluate
+    import gpu_student
+    from dc3ray.core.atomic import write_json
+    teacher = save_random_teacher(tmp_path / "teacher.pt")
+    ns = bench_args(tmp_path, cifar_val_shards, teacher, seeds=2, epochs=2, eval_every=1)
+    work, bundle, out = tmp_path / "acc", tmp_path / "bundle", tmp_path / "out"
+    link_set(work, cifar_small_shards)
+    jobs: list = []
+    acc.export_cell(ns, work, "random", 10, bundle, jobs)
+    write_json(bundle / acc.BUNDLE_JOBS, {"jobs": jobs})
+    assert [j["seeds"] for j in jobs] == [[0, 1]] and (bundle / "teacher.pt").is_file()
+
+    assert gpu_student.main([str(bundle), "--out", str(out), "--parallel", "2"]) == 0
+    record = json.loads((out / gpu_student.RESULT).read_text())
+    results = record["jobs"][0]["results"]
+    assert [r["seed"] for r in results] == [0, 1] and not record["failed"]
+    assert all(r["history"][-1][0] == 2 and "gpu_student.py" in r["device"] for r in results)
+
+    calls: list = []
+    monkeypatch.setattr(evaluate, "evaluate_condensed", fake_evaluate(calls))
+    ns.import_seeds = str(out / gpu_student.RESULT)
+    acc.run_cell(ns, work, "random", 10)
+    assert calls == [[0, 1]]  # both seeds came from the bundle: nothing trained here
+    stored = acc._stored_seeds(ns, "random_ipc10", False)
+    assert {s: e["result"]["top1_final"] for s, e in stored.items()} == \
+        {r["seed"]: r["top1_final"] for r in results}
+    assert all(e["cpu"] == r["device"] for e, r in zip(stored.values(), results))
+    [cell] = acc.collect(ns, ["random"], [10])
+    assert cell["status"] == "measured" and "gpu_student.py" in cell["cpu"]
+
+    # The record render.py lays out, with the seeds kept beside it.
+    rec = json.loads(gpu_student.record_from(out / gpu_student.RESULT, "accuracy_x", "cmd",
+                                             results=tmp_path / "res").read_text())
+    [row] = rec["result"]["summary"]
+    assert row["final_per_seed"] == [round(r["top1_final"], 2) for r in results]
+    assert (tmp_path / "res" / "accuracy_x_seeds" / gpu_student.RESULT).is_file()
+
+    # Seeds trained under an override (another resolution) are not this cell's: not imported.
+    data = json.loads((out / gpu_student.RESULT).read_text())
+    for r in data["jobs"][0]["results"]:
+        r["overrides"] = {"image_size": 64}
+    (tmp_path / "over.json").write_text(json.dumps(data))
+    from types import SimpleNamespace
+    acc._place_imported(str(tmp_path / "over.json"),
+                        SimpleNamespace(cell="random_ipc10", key=data["jobs"][0]["inputs_key"]),
+                        tmp_path / "eval_over")
+    assert not (tmp_path / "eval_over").exists()
+
+    # Another teacher: the cell's inputs key differs from the bundle's, so the import is refused.
+    other = bench_args(tmp_path, cifar_val_shards, save_random_teacher(tmp_path / "t2.pt"),
+                       seeds=2, epochs=2, eval_every=1, import_seeds=ns.import_seeds)
+    link_set(tmp_path / "acc2", cifar_small_shards)
+    with pytest.raises(SystemExit, match="random_ipc10 was trained on other inputs"):
+        acc.run_cell(other, tmp_path / "acc2", "random", 10)

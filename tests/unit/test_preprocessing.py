@@ -264,7 +264,8 @@ def test_the_student_loop_trains_at_its_size_from_a_stored_224_set_with_a_160_px
     """End to end in this process: condensed set at 224, student resnet18 at 32, teacher at 48,
     val centre-cropped, one normalisation (the teacher's) for all."""
     from dc3ray.config import to_dict
-    from dc3ray.pipeline.evaluate import _student_loop, evaluation_plan
+    from dc3ray.pipeline.evaluate import evaluation_plan
+    from dc3ray.pipeline.student import student_loop
     ckpt = teacher_ckpt(tmp_path / "t.pt", "symmetric", arch="resnet18", size=48)
     cfg = EvalConfig(student="resnet18", image_size=32, epochs=1, seeds=1, workers=0)
     plan = evaluation_plan(cfg, sets["big"], sets["big_val"], ckpt)
@@ -272,7 +273,7 @@ def test_the_student_loop_trains_at_its_size_from_a_stored_224_set_with_a_160_px
               "use_gpu": False, **{k: plan[k] for k in ("condensed_path", "val_path",
                                                         "teacher_ckpt", "num_classes",
                                                         "batch_size", "norm", "model_kwargs")}}
-    res = _student_loop(config)
+    res = student_loop(config)
     assert res["history"][-1][0] == 1 and 0.0 <= res["top1_final"] <= 100.0
     assert plan["norm"] == "symmetric"
 
