@@ -39,6 +39,17 @@ KD (AMD, 5.8-7.0 s an epoch of 100 images) and 18 min with hard labels (no teach
 epoch grows with the set, so an IPC 50 seed would be ~3 h here: a GPU job. A seed takes both
 cores, so run one invocation at a time (two together ran 5x slower an epoch), cell group by cell
 group; --screen 1 first gives every cell one seed early.
+
+On a GPU machine, with or without Ray there: --export DIR builds the cells' sets here and writes
+them, val, the teacher and one job per missing seed to DIR; benchmarks/gpu_student.py DIR trains
+the seeds there with evaluate's own student loop, several at once; --import its gpu_seeds.json
+here checks each cell's inputs and stores the seeds with the GPU named as their machine. The IPC
+50 cells ran so on an NVIDIA H200 on 2026-12-04 (370-374 s a seed, twelve students sharing it):
+
+  python benchmarks/accuracy_imagenette.py ... --ipc 50 --rows random dc3_select --export B
+  python3 benchmarks/gpu_student.py B --out $OUT --parallel 6           # on the GPU machine
+  python benchmarks/accuracy_imagenette.py ... --ipc 50 --rows random dc3_select --import \
+      $OUT/gpu_seeds.json
 """
 from __future__ import annotations
 
@@ -126,7 +137,11 @@ IMAGENETTE = acc.Profile(
                   "at 224 px, bins and gradients from one forward), shared by every model-based "
                   "row; the teacher needs no training (EfficientNet-Lite0's ImageNet weights)",
     notes=("`reference` holds the paper's figures, not measured here: other student size "
-           "(224 px) and hardware (GPU).",))
+           "(224 px) and hardware (GPU).",
+           "A cell whose `cpu` names a GPU (the IPC 50 cells) was trained on that GPU machine by "
+           "benchmarks/gpu_student.py from this benchmark's --export, then --import'ed: the "
+           "same student loop and settings, another device, so its seeds are not bit-comparable "
+           "with the CPU cells'. The same cells at 224 px: accuracy_imagenette_224px.",))
 
 
 def main(argv=None) -> dict:
