@@ -285,12 +285,14 @@ def test_condense_job_submitted_to_a_two_node_cluster_runs_on_both_nodes(
 
 def test_train_workers_never_ask_for_more_cpus_than_one_node_has(monkeypatch):
     # 16 CPUs in all but 4 per node: the even share (capped at 8 per worker) would never fit.
+    import ray
     from dc3ray.pipeline import raytrain as train
     nodes = [{"Alive": True, "Resources": {"CPU": 4.0}} for _ in range(4)]
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    monkeypatch.setattr(train.ray, "is_initialized", lambda: True)
-    monkeypatch.setattr(train.ray, "cluster_resources", lambda: {"CPU": 16.0})
-    monkeypatch.setattr(train.ray, "nodes", lambda: nodes)
+    # raytrain imports ray where it uses it, so patching the module is what it sees.
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
     def cpus(given, workers):
         return train.worker_cpus(given, workers, False, "eval", log=lambda _: None)
     assert cpus(None, 1) == 4.0
