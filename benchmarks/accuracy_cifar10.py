@@ -595,41 +595,25 @@ def run_cell(args, work: Path, row: str, ipc: int) -> None:
         keep(res["seed"], res)
 
 
-BUNDLE_JOBS = "jobs.json"
-
-
-def export_cell(args, work: Path, row: str, ipc: int, bundle: Path, jobs: list[dict]) -> None:
+def export_cell(args, work: Path, row: str, ipc: int, bundle: Path) -> dict | None:
     """--export: the cell's set, val and teacher copied under `bundle` and one job per seed not
-    yet stored, for benchmarks/gpu_student.py (which runs evaluate's student loop in process,
-    without Ray). Paths in a job are relative to the bundle; its inputs key is this machine's,
-    so --import can tell the seeds belong to these very inputs."""
-    import shutil
-    from dc3ray.config import to_dict
+    yet stored (dc3ray.pipeline.bundle), for benchmarks/gpu_student.py (which runs evaluate's
+    student loop in process, without Ray). Its inputs key is this machine's, so --import can
+    tell the seeds belong to these very inputs. Returns the job, None when nothing is left."""
     from dc3ray.core.fingerprint import json_digest
+    from dc3ray.pipeline.bundle import add_job
     c = _plan_cell(args, work, row, ipc)
     if c is None:
         print(f"[acc] {row} ipc {ipc}: not exported ({_not_measured(parse_row(row, _profile(args))[0], args)})")
-        return
+        return None
     stored = _stored_seeds(args, c.cell, c.hard, json_digest(c.parts))
     seeds = [k for k in range(c.first, c.run_cfg.seeds) if k not in stored]
     if not seeds:
         print(f"[acc] {c.cell}: every seed is stored already; nothing to export", flush=True)
-        return
-    for src, dest in ((c.condensed, f"sets/{c.cell}"), (Path(args.val), "val")):
-        if not (bundle / dest).is_dir():
-            shutil.copytree(src, bundle / dest)
-    teacher = None
-    if not c.hard:
-        teacher = "teacher.pt"
-        if not (bundle / teacher).is_file():
-            shutil.copyfile(args.teacher, bundle / teacher)
-    plan = c.plan
-    jobs.append({"cell": c.cell, "row": row, "ipc": ipc, "inputs_key": c.key, "seeds": seeds,
-                 "config": {"cfg": to_dict(c.run_cfg), "condensed_path": f"sets/{c.cell}",
-                            "val_path": "val", "teacher_ckpt": teacher,
-                            **{k: plan[k] for k in ("num_classes", "batch_size", "norm",
-                                                    "model_kwargs")}}})
+        return None
+    job = add_job(bundle, c.cell, c.run_cfg, c.plan, seeds, c.cell, row=row, ipc=ipc)
     print(f"[acc] {c.cell}: seeds {seeds} exported to {bundle}", flush=True)
+    return job
 
 
 def _place_imported(path: str, c, out: Path) -> None:
@@ -814,11 +798,10 @@ def main(argv=None, profile: Profile | None = None, doc: str | None = __doc__) -
         from dc3ray.pipeline.resources import configure_data_context, init_ray
         init_ray()
         configure_data_context()
-        bundle, jobs = Path(args.export), []
-        bundle.mkdir(parents=True, exist_ok=True)
-        for row, ipc in requested:
-            export_cell(args, work, row, ipc, bundle, jobs)
-        write_json(bundle / BUNDLE_JOBS, {"record": profile.record, "jobs": jobs})
+        from dc3ray.pipeline.bundle import BUNDLE_JOBS
+        bundle = Path(args.export)
+        jobs = [j for row, ipc in requested
+                if (j := export_cell(args, work, row, ipc, bundle)) is not None]
         print(f"[acc] {sum(len(j['seeds']) for j in jobs)} seeds of {len(jobs)} cells in "
               f"{bundle / BUNDLE_JOBS}; on the GPU machine: python benchmarks/gpu_student.py "
               f"{bundle}", flush=True)

@@ -30,16 +30,20 @@ def tiny_diffusion():
     return module
 
 
-def machine() -> dict:
-    """Cores, CPU model, GPU (name or None), memory: the facts a throughput figure depends on."""
-    cpu = platform.processor() or "unknown"
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    """Cores, CPU model, GPU (name or None), memory: the facts a throughput figure depends on."""
+    cpu = cpu_model()
     try:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):

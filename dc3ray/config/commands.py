@@ -69,6 +69,12 @@ class EvaluateCommand:
     """Teacher checkpoint (dc3ray teacher.pt); not needed with --hard-labels."""
     ipc: int | None = None
     """Images per class, for the batch rule min(IPC x classes, batch_rule); default: from the set."""
+    export: str | None = None
+    """Train nothing: add this evaluation's seeds to the bundle folder given, for a GPU machine
+    without Ray (benchmarks/gpu_student.py); its cell is named after --out (+ '-hard')."""
+    import_seeds: str | None = None
+    """A gpu_seeds.json from benchmarks/gpu_student.py: its seeds of these very inputs (set, val,
+    teacher, eval config) are taken instead of trained."""
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
@@ -131,6 +137,18 @@ class SweepCommand:
     set: tuple[str, ...] = ()
     """Override a base setting (eval.epochs=30), a sweep field (metric=final_top1) or a grid axis
     (grid.select.ipc=[1,10]); repeatable."""
+    export: str | None = None
+    """Condense every set, train nothing: write each trial's student seeds to the bundle folder
+    given, for a GPU machine without Ray (benchmarks/gpu_student.py); cells t000, t001, ... in
+    grid order."""
+    export_seeds: int | None = None
+    """With --export: seeds 0..N-1 per trial (default eval.seeds), e.g. 3 so that the GPU machine
+    can confirm its best screened trials without a second export."""
+    export_hard_labels: bool = False
+    """With --export: also each KD trial's hard-label twin (cells t000-hard, ...)."""
+    import_seeds: str | None = None
+    """A gpu_seeds.json from benchmarks/gpu_student.py: each trial takes the seeds trained on its
+    very inputs instead of training them (the others train here)."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from ..core.training import (
 from ..errors import ConfigError, DataError
 from .raytrain import check_train_v2, fit, num_classes_of, worker_cpus
 from ..logs import log_file, run_logs
+from .bundle import add_job, imported_seeds
 from .outputs import output_lock
 from .progress import follow_epochs
 from .resources import init_ray
@@ -73,7 +74,10 @@ def evaluation_plan(cfg: EvalConfig, condensed_path: str | Path, val_path: str |
     before calling evaluate_condensed. eval.norm is resolved here and only here.
     """
     meta = None
-    if not cfg.hard_labels:
+    if cfg.hard_labels:
+        teacher_ckpt = None  # not read: a teacher given anyway is no input of these seeds
+        num_classes = num_classes_of(val_path, condensed_path)
+    else:
         if teacher_ckpt is None:
             raise ConfigError("KD needs a teacher checkpoint (a teacher.pt from dc3ray teacher), "
                               "or set eval.hard_labels=true")
@@ -88,8 +92,6 @@ def evaluation_plan(cfg: EvalConfig, condensed_path: str | Path, val_path: str |
             # ConvNet's linear head is sized for one input resolution.
             raise ConfigError(f"teacher {teacher_ckpt} is a ConvNet for {meta['image_size']} px "
                               f"images but eval.image_size={cfg.image_size}; set them equal")
-    else:
-        num_classes = num_classes_of(val_path, condensed_path)
     table = datasets.load_table(condensed_path)
     labels = table.column(schema.LABEL).to_numpy()
     ipc = math.ceil(len(labels) / num_classes) if ipc is None else ipc
@@ -154,6 +156,7 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
                        cpus_per_worker: float | None = None, model_kwargs: dict | None = None,
                        print_every: int = 10, experiment: str = "dc3ray-eval",
                        tracking_out: str | Path | None = None, first_seed: int = 0,
+                       imported: str | Path | None = None,
                        log: Callable[[str], None] = print) -> dict:
     """Score a condensed set: train cfg.student from scratch once per seed (range(cfg.seeds)),
     each as one Ray Train run of cfg.workers workers (0: in this process, the same numbers
@@ -167,7 +170,8 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
     and best top-1, best epoch, wall time, curve; mean and population std over seeds) and logs
     one MLflow run to the store of `tracking_out` (default out_dir; MLFLOW_TRACKING_URI wins).
     `first_seed` > 0 runs only seeds first_seed..cfg.seeds-1, so that several processes sharing
-    out_dir can split one evaluation's seeds; a later full call reuses them all.
+    out_dir can split one evaluation's seeds; a later full call reuses them all. `imported`: a
+    gpu_seeds.json (bundle.py): its seeds trained on these very inputs are taken, not retrained.
     Returns the eval.json dict.
     """
     if not 0 <= first_seed < cfg.seeds:
@@ -185,11 +189,18 @@ def evaluate_condensed(cfg: EvalConfig, condensed_path: str | Path, val_path: st
                           "sees no GPU; set eval.workers >= 1 to train on the cluster's GPUs")
     summary = {k: v for k, v in plan.items() if k != "inputs_key"}
     summary["seeds"] = []
+    elsewhere = imported_seeds(imported, plan["inputs_key"], log) if imported else {}
     t_all = time.perf_counter()
     for seed in range(first_seed, cfg.seeds):
         path = seed_file(out_dir, seed)
         res = read_seed(path, plan["inputs_key"], seed, cfg.epochs)
-        if res is not None:
+        if res is None and seed in elsewhere:
+            res = elsewhere[seed]
+            write_json(path, {"inputs_key": plan["inputs_key"], "result": res})
+            log(f"[eval] seed {seed}: imported from {imported} ({res.get('device', '?')}, "
+                f"{res.get('date', '?')}): final {res['top1_final']:.2f}%, best "
+                f"{res['top1_best']:.2f}%")
+        elif res is not None:
             log(f"[eval] seed {seed}: done earlier ({path}): final {res['top1_final']:.2f}%, "
                 f"best {res['top1_best']:.2f}%")
         else:
@@ -226,12 +237,36 @@ def _log_mlflow(out: Path, cfg: EvalConfig, summary: dict, experiment: str) -> d
                    series=series)
 
 
+def export_evaluation(cfg: EvalConfig, condensed_path: str | Path, val_path: str | Path,
+                      teacher_ckpt: str | Path | None, bundle: str | Path, cell: str,
+                      ipc: int | None = None, seeds: list[int] | None = None,
+                      set_name: str | None = None, log: Callable[[str], None] = print,
+                      **extra) -> dict:
+    """Write this evaluation's seeds (default range(cfg.seeds)) as a job of `bundle` (see
+    bundle.py) instead of training them; the set is copied as sets/<set_name> (default: the
+    cell). Returns the job."""
+    plan = evaluation_plan(cfg, condensed_path, val_path, teacher_ckpt, ipc)
+    seeds = list(range(cfg.seeds)) if seeds is None else seeds
+    job = add_job(bundle, cell, cfg, plan, seeds, set_name or cell, ipc=plan["ipc"], **extra)
+    log(f"[export] {cell}: seeds {seeds} -> {bundle}")
+    return job
+
+
 def evaluate_command(cmd: EvaluateCommand, log: Callable[[str], None] = print) -> int:
-    """`dc3ray evaluate`: score the set and print the summary line."""
+    """`dc3ray evaluate`: score the set and print the summary line (--export: write its seeds
+    to a bundle instead)."""
+    if cmd.export:
+        name = Path(cmd.out).name  # the KD and the hard-label export share one copy of the set
+        export_evaluation(cmd.eval, cmd.condensed, cmd.val, cmd.teacher, cmd.export,
+                          name + ("-hard" if cmd.eval.hard_labels else ""), ipc=cmd.ipc,
+                          set_name=name, log=log)
+        log(f"train them with benchmarks/gpu_student.py {cmd.export}, then rerun this command "
+            "with --import-seeds <its gpu_seeds.json> instead of --export")
+        return 0
     with output_lock(cmd.out, "evaluate", log), run_logs(log_file(cmd.out)):
         check_store(cmd.out, "dc3ray-eval")  # a broken store stops it before any training
         res = evaluate_condensed(cmd.eval, cmd.condensed, cmd.val, cmd.teacher, cmd.out,
-                                 ipc=cmd.ipc, log=log)
+                                 ipc=cmd.ipc, imported=cmd.import_seeds, log=log)
     log(f"final top-1 {res['final_mean']:.2f} +- {res['final_std']:.2f}  best top-1 "
         f"{res['best_mean']:.2f} +- {res['best_std']:.2f}  ({cmd.eval.seeds} seeds) -> "
         f"{Path(cmd.out) / EVAL_JSON}")
@@ -254,4 +289,4 @@ def teacher_reading(teacher_ckpt: str | Path, condensed_path: str | Path) -> dic
 
 
 __all__ = ["evaluate_condensed", "evaluation_plan", "seed_file", "read_seed", "evaluate_command",
-           "teacher_reading"]
+           "export_evaluation", "teacher_reading"]

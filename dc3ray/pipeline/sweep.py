@@ -20,6 +20,12 @@ Layout of `out`:
   results.csv, results.png   trials ranked by the sweep's metric
 
 Every path a trial reads must be on storage all nodes see (as for `dc3ray condense`).
+
+A GPU machine without Ray can train the students instead (bundle.py): `export` condenses the
+sets and writes each trial's seeds to a bundle for benchmarks/gpu_student.py; a rerun with
+`imported` (its gpu_seeds.json) runs the same Tune trials, which take those seeds instead of
+training them, so MLflow and the ranked table look as if they had trained here, with the device
+named.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ from ..config import (
     to_dict,
 )
 from ..core.atomic import atomic_dir, write_json
+from ..errors import ConfigError
 from ..logs import log_file, run_logs
 from .outputs import claim_output, output_lock
 from .tracking import check_store, ensure_experiment, scoped_env
@@ -96,7 +103,9 @@ def _as_sweep(sweep_cfg: SweepConfig | dict | str | Path) -> SweepConfig:
 # --------------------------------------------------------------------------------------------
 
 def run_sweep(sweep_cfg: SweepConfig | dict | str | Path, out_dir: str | Path | None = None,
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, *, imported: str | Path | None = None,
+              export: str | Path | None = None, export_seeds: int | None = None,
+              export_hard_labels: bool = False) -> dict:
     """Condense each distinct condensation point once, then one Tune trial per grid point.
 
     `sweep_cfg`: a SweepConfig, its YAML form as a dict, or a sweep YAML path. `out_dir`
@@ -106,6 +115,11 @@ def run_sweep(sweep_cfg: SweepConfig | dict | str | Path, out_dir: str | Path | 
     Returns {name, out, experiment, tracking_uri, metric, restored, sets: {id: set info},
     rows: ranked trial rows (rank, trial_id, status, grid keys, final/best top-1 in % and their
     std over seeds, ...), failed: trial ids that errored, csv, png}.
+
+    `imported`: a gpu_seeds.json (bundle.py); each trial takes its seeds from there when they
+    were trained on its very inputs. `export`: condense the sets, then write every trial's seeds
+    (`export_seeds` of them, default eval.seeds; with `export_hard_labels` each KD trial's
+    hard-label twin too) to that bundle instead of running Tune; returns {bundle, jobs}.
     """
     sweep = _as_sweep(sweep_cfg)
     out = Path(out_dir if out_dir is not None else sweep.out).resolve()
@@ -120,10 +134,13 @@ def run_sweep(sweep_cfg: SweepConfig | dict | str | Path, out_dir: str | Path | 
             # Trials are ranked and resumed through the store: a sweep always needs it, so a
             # broken one stops the sweep here, before any condense or trial runs.
             check_store(out, experiment_name(sweep))
-            return _run_sweep(sweep, out, log)
+            if export:
+                return _export(sweep, out, Path(export), export_seeds, export_hard_labels, log)
+            return _run_sweep(sweep, out, log, imported)
 
 
-def _run_sweep(sweep: SweepConfig, out: Path, log: Callable[[str], None]) -> dict:
+def _run_sweep(sweep: SweepConfig, out: Path, log: Callable[[str], None],
+               imported: str | Path | None = None) -> dict:
     from .resources import init_ray
     from .tracking import tracking_uri
 
@@ -141,11 +158,46 @@ def _run_sweep(sweep: SweepConfig, out: Path, log: Callable[[str], None]) -> dic
         experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
         sets = condense_sets(sweep, out, log)
         with scoped_env(MLFLOW_EXPERIMENT_ID=experiment_id):
-            return _tune(sweep, out, sets, uri, experiment, log)
+            return _tune(sweep, out, sets, uri, experiment, log, imported)
+
+
+def trial_cell(index: int, hard_twin: bool = False) -> str:
+    """A trial's name in an export bundle: its place in grid order."""
+    return f"t{index:03d}" + ("-hard" if hard_twin else "")
+
+
+def _export(sweep: SweepConfig, out: Path, bundle: Path, seeds: int | None, hard_twins: bool,
+            log: Callable[[str], None]) -> dict:
+    """Condense the sets (Ray Data, here), then one bundle job per trial instead of Tune."""
+    from .evaluate import export_evaluation
+    from .resources import init_ray
+    from .tracking import tracking_uri
+
+    init_ray(num_cpus=sweep.base.num_cpus)
+    with scoped_env(MLFLOW_TRACKING_URI=tracking_uri(out)):
+        sets = condense_sets(sweep, out, log)
+    jobs = []
+    for i, point in enumerate(sweep.points()):
+        cfg = sweep.config_for(point)
+        info = sets[condensation_id(cfg)]
+        variants = [(cfg.eval, False)]
+        if hard_twins and not cfg.eval.hard_labels:
+            variants.append((dataclasses.replace(cfg.eval, hard_labels=True), True))
+        for ecfg, twin in variants:
+            ecfg = dataclasses.replace(ecfg, seeds=seeds or ecfg.seeds)
+            jobs.append(export_evaluation(
+                ecfg, info["condensed"], info["val"], info["teacher"], bundle,
+                trial_cell(i, twin), ipc=info["ipc"], set_name=info["id"], log=log, point=point,
+                set_id=info["id"], stats=info.get("stats"), sweep=sweep.name,
+                metric=sweep.metric))
+    log(f"[sweep] {len(jobs)} jobs ({sum(len(j['seeds']) for j in jobs)} seeds) in {bundle}; on "
+        f"the GPU machine: python benchmarks/gpu_student.py {bundle}, then rerun this sweep with "
+        "--import-seeds <its gpu_seeds.json>")
+    return {"bundle": str(bundle), "jobs": jobs}
 
 
 def _tune(sweep: SweepConfig, out: Path, sets: dict, uri: str, experiment: str,
-          log: Callable[[str], None]) -> dict:
+          log: Callable[[str], None], imported: str | Path | None = None) -> dict:
     """Run (or restore) the Tune experiment over the whole grid; rank, print and save results."""
     from ray import tune
 
@@ -153,7 +205,8 @@ def _tune(sweep: SweepConfig, out: Path, sets: dict, uri: str, experiment: str,
     trainable = tune.with_resources(
         tune.with_parameters(evaluate_trial, base=to_dict(sweep.base), sets=sets,
                              cpu_budget=budget, trials_dir=str(out / "trials"),
-                             experiment=experiment + "-evals", trial_env=_trial_env()),
+                             experiment=experiment + "-evals", trial_env=_trial_env(),
+                             imported=None if imported is None else str(Path(imported).resolve())),
         _trial_resources(sweep.base.eval.workers, budget))
     exp_dir = out / "tune" / sweep.name
     restored = tune.Tuner.can_restore(str(exp_dir))
@@ -318,7 +371,7 @@ def _trial_dirname(trial) -> str:
 # --------------------------------------------------------------------------------------------
 
 def evaluate_trial(config: dict, *, base: dict, sets: dict, cpu_budget: float, trials_dir: str,
-                   experiment: str, trial_env: dict) -> None:
+                   experiment: str, trial_env: dict, imported: str | None = None) -> None:
     """Tune function: score the condensed set of this grid point with its eval settings.
 
     `config` is the grid point ({dotted key: value}); `base` the base CondenseConfig as a dict;
@@ -345,12 +398,17 @@ def evaluate_trial(config: dict, *, base: dict, sets: dict, cpu_budget: float, t
             else None  # eval.workers=0: the students train in this trial, on its CPUs
         summary = evaluate_condensed(cfg.eval, info["condensed"], info["val"], info["teacher"],
                                      trial_dir, ipc=info["ipc"], cpus_per_worker=cpus,
-                                     experiment=experiment)
+                                     experiment=experiment, imported=imported)
     tune.report({"final_top1": summary["final_mean"], "final_std": summary["final_std"],
                  "best_top1": summary["best_mean"], "best_std": summary["best_std"],
                  "num_images": summary["num_images"], "eval_s": summary["wall_s"],
-                 "set_id": set_id,
+                 "set_id": set_id, "device": _devices(summary["seeds"]),
                  **{k: v for k, v in (info.get("stats") or {}).items() if v is not None}})
+
+
+def _devices(seeds: list[dict]) -> str:
+    """Where a trial's seeds trained: 'here', or the device an imported seed names."""
+    return "; ".join(sorted({s.get("device") or "here" for s in seeds}))
 
 
 def _finished_eval(trial_dir: Path, cfg: CondenseConfig, info: dict) -> dict | None:
@@ -389,6 +447,7 @@ def _row(result, keys: list[str]) -> dict:
     row.update({k: config.get(k) for k in keys})
     row.update({c: m.get(c) for c in METRIC_COLUMNS + SET_COLUMNS})
     row["set_id"] = m.get("set_id")
+    row["device"] = m.get("device")
     row["error"] = None if result.error is None else str(result.error).splitlines()[0][:200]
     return row
 
@@ -435,7 +494,8 @@ def write_results(rows: list[dict], keys: list[str], metric: str, out: str | Pat
                   title: str = "sweep") -> tuple[Path, Path]:
     """Write out/results.csv (one line per ranked row) and out/results.png (bar per trial)."""
     out = Path(out)
-    cols = ["rank", "trial_id", "status", *keys, *METRIC_COLUMNS, *SET_COLUMNS, "set_id", "error"]
+    cols = ["rank", "trial_id", "status", *keys, *METRIC_COLUMNS, *SET_COLUMNS, "set_id",
+            "device", "error"]
     csv_path, png_path = out / RESULTS_CSV, out / RESULTS_PNG
     tmp = csv_path.with_name(csv_path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
@@ -455,10 +515,20 @@ def _plot(rows: list[dict], keys: list[str], metric: str, path: Path, title: str
     from matplotlib.figure import Figure
 
     std_col = metric.replace("top1", "std")
-    labels = [f"#{r['rank']} " + ", ".join(f"{k}={_fmt(r.get(k))}" for k in keys) for r in rows]
+    # Short labels: word lists by their first word, keys without their shared section.
+    short = {k: k.split(".", 1)[-1] if len({x.split(".")[0] for x in keys}) == 1 else k
+             for k in keys}
+
+    def value(v):
+        return f"{v[0]}+{len(v) - 1}" if isinstance(v, (list, tuple)) and v else _fmt(v)
+    labels = [f"#{r['rank']} " + (", ".join(f"{short[k]}={value(r.get(k))}" for k in keys)
+                                   if any(r.get(k) is not None for k in keys)
+                                   else str(r.get("trial_id")))  # a comparison cell
+              for r in rows]
     values = [r.get(metric) or 0.0 for r in rows]
     errs = [r.get(std_col) or 0.0 for r in rows]
-    fig = Figure(figsize=(8, 1.2 + 0.35 * max(len(rows), 1)))
+    width = 5 + 0.07 * max((len(x) for x in labels), default=0)
+    fig = Figure(figsize=(width, 1.2 + 0.3 * max(len(rows), 1)))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ypos = list(range(len(rows)))[::-1]  # rank 1 on top
@@ -480,5 +550,11 @@ __all__ = ["load_sweep", "run_sweep", "condense_sets", "set_stats", "evaluate_tr
 
 def sweep_command(cmd: SweepCommand, log: Callable[[str], None] = print) -> int:
     """`dc3ray sweep`: 1 when a trial failed (rerun the same command to retry it)."""
-    res = run_sweep(load_sweep(cmd.config, list(cmd.set)), cmd.out, log=log)
-    return 1 if res["failed"] else 0
+    if (cmd.export_seeds or cmd.export_hard_labels) and not cmd.export:
+        raise ConfigError("--export-seeds and --export-hard-labels shape an export: add --export DIR")
+    if cmd.export and cmd.import_seeds:
+        raise ConfigError("--export writes a bundle and --import-seeds reads its results: one at a time")
+    res = run_sweep(load_sweep(cmd.config, list(cmd.set)), cmd.out, log=log,
+                    imported=cmd.import_seeds, export=cmd.export, export_seeds=cmd.export_seeds,
+                    export_hard_labels=cmd.export_hard_labels)
+    return 1 if res.get("failed") else 0

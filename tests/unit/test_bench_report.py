@@ -501,15 +501,14 @@ def test_exported_seeds_train_without_ray_and_import_into_the_store_with_their_d
     a bundle trained on other inputs is refused by cell name."""
     import dc3ray.pipeline.evaluate as evaluate
     import gpu_student
-    from dc3ray.core.atomic import write_json
+    from dc3ray.pipeline.bundle import read_jobs
     teacher = save_random_teacher(tmp_path / "teacher.pt")
     ns = bench_args(tmp_path, cifar_val_shards, teacher, seeds=2, epochs=2, eval_every=1)
     work, bundle, out = tmp_path / "acc", tmp_path / "bundle", tmp_path / "out"
     link_set(work, cifar_small_shards)
-    jobs: list = []
-    acc.export_cell(ns, work, "random", 10, bundle, jobs)
-    write_json(bundle / acc.BUNDLE_JOBS, {"jobs": jobs})
-    assert [j["seeds"] for j in jobs] == [[0, 1]] and (bundle / "teacher.pt").is_file()
+    job = acc.export_cell(ns, work, "random", 10, bundle)
+    assert job["seeds"] == [0, 1] and (bundle / "teacher.pt").is_file()
+    assert [j["cell"] for j in read_jobs(bundle)["jobs"]] == ["random_ipc10"]
 
     assert gpu_student.main([str(bundle), "--out", str(out), "--parallel", "2"]) == 0
     record = json.loads((out / gpu_student.RESULT).read_text())
