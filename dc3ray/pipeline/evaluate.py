@@ -255,6 +255,9 @@ def export_evaluation(cfg: EvalConfig, condensed_path: str | Path, val_path: str
 def evaluate_command(cmd: EvaluateCommand, log: Callable[[str], None] = print) -> int:
     """`dc3ray evaluate`: score the set and print the summary line (--export: write its seeds
     to a bundle instead)."""
+    if cmd.export and cmd.import_seeds:
+        raise ConfigError("--export writes a bundle and --import-seeds reads its results: one "
+                          "at a time")
     if cmd.export:
         name = Path(cmd.out).name  # the KD and the hard-label export share one copy of the set
         export_evaluation(cmd.eval, cmd.condensed, cmd.val, cmd.teacher, cmd.export,

@@ -157,8 +157,29 @@ def _run_sweep(sweep: SweepConfig, out: Path, log: Callable[[str], None],
         ensure_experiment(uri, experiment + "-evals", out)
         experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
         sets = condense_sets(sweep, out, log)
+        if imported:
+            _say_import_coverage(sweep, sets, imported, log)
         with scoped_env(MLFLOW_EXPERIMENT_ID=experiment_id):
             return _tune(sweep, out, sets, uri, experiment, log, imported)
+
+
+def _say_import_coverage(sweep: SweepConfig, sets: dict, imported: str | Path,
+                         log: Callable[[str], None]) -> None:
+    """Before Tune starts: how many trials find every seed in `imported` (the others train here,
+    which on a laptop can take hours: say so up front)."""
+    from .bundle import imported_seeds
+    from .evaluate import evaluation_plan
+    missing = 0
+    for point in sweep.points():
+        cfg = sweep.config_for(point)
+        info = sets[condensation_id(cfg)]
+        plan = evaluation_plan(cfg.eval, info["condensed"], info["val"], info["teacher"],
+                               info["ipc"])
+        have = imported_seeds(imported, plan["inputs_key"], log=lambda *_: None)
+        missing += any(k not in have for k in range(cfg.eval.seeds))
+    n = len(sweep.points())
+    log(f"[sweep] --import-seeds {imported}: {n - missing} of {n} trials find all their seeds "
+        f"there" + (f"; the other {missing} train here" if missing else ""))
 
 
 def trial_cell(index: int, hard_twin: bool = False) -> str:

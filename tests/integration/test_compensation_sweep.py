@@ -168,8 +168,10 @@ def test_a_sweep_exported_to_a_machine_without_ray_screens_confirms_and_imports_
     assert trained[best[0] + "-hard"] == [0, 1]
     seeds_json = out / gpu_student.RESULT
 
-    res = run_sweep(spec, log=lambda *_: None, imported=seeds_json)
+    said: list[str] = []
+    res = run_sweep(spec, log=said.append, imported=seeds_json)
     assert res["failed"] == [] and len(res["rows"]) == 2
+    assert any("2 of 2 trials find all their seeds there" in s for s in said)
     assert all("gpu_student.py" in r["device"] for r in res["rows"])
     for r in res["rows"]:
         job = next(j for j in record["jobs"] if j["cell"] == f"t00{[0.25, 1.0].index(r['compensate.strength'])}")
