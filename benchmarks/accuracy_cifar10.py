@@ -618,26 +618,20 @@ def export_cell(args, work: Path, row: str, ipc: int, bundle: Path) -> dict | No
 
 def _place_imported(path: str, c, out: Path) -> None:
     """--import: the seeds gpu_student.py trained for this cell written as its finished seed
-    files, after checking they were trained on these inputs (the export's inputs key)."""
+    files, after checking they were trained on these inputs (the export's inputs key); which
+    seeds count (none under an override) is bundle.imported_seeds's rule."""
+    from dc3ray.pipeline.bundle import imported_seeds
     from dc3ray.pipeline.evaluate import seed_file
-    data = json.loads(Path(path).read_text())
-    for job in data["jobs"]:
-        if job["cell"] != c.cell:
-            continue
-        if job["inputs_key"] != c.key:
+    for job in json.loads(Path(path).read_text())["jobs"]:
+        if job["cell"] == c.cell and job["inputs_key"] != c.key:
             raise SystemExit(f"--import {path}: cell {c.cell} was trained on other inputs (key "
                              f"{job['inputs_key']}, here {c.key}): the set, val, teacher or eval "
                              "config changed since --export")
-        for res in job["results"]:
-            if res.get("overrides"):
-                print(f"[acc] {c.cell}: seed {res['seed']} of {path} ran with "
-                      f"{res['overrides']}, not this cell's protocol: not imported", flush=True)
-                continue
-            f = seed_file(out, res["seed"])
-            if not f.is_file():
-                write_json(f, {"inputs_key": c.key, "result": res})
-                print(f"[acc] {c.cell}: seed {res['seed']} imported from {path} "
-                      f"({res['device']})", flush=True)
+    for seed, res in imported_seeds(path, c.key, lambda m: print(m, flush=True)).items():
+        f = seed_file(out, seed)
+        if not f.is_file():
+            write_json(f, {"inputs_key": c.key, "result": res})
+            print(f"[acc] {c.cell}: seed {seed} imported from {path} ({res['device']})", flush=True)
 
 
 def cell_name(row: str, ipc: int, profile: Profile | None = None) -> str:
