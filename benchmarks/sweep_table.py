@@ -29,6 +29,25 @@ from dc3ray.core.training import summarize_seeds  # noqa: E402
 from dc3ray.pipeline.sweep import SET_COLUMNS, rank_rows, write_results  # noqa: E402
 
 
+def merged(sources: list[str]) -> dict:
+    """One record of several gpu_seeds.json of the same bundle (a screen, then a confirmation
+    run later): each cell's results in file order, `runs` naming every file. A seed of a cell
+    in two files is refused: which one counts would be a guess."""
+    runs, jobs, seen = [], {}, {}
+    for src in sources:
+        data = json.loads(Path(src).read_text())
+        runs.append({"source": src, **{k: data.get(k) for k in ("device", "parallel", "wall_s")}})
+        for j in data["jobs"]:
+            cell = jobs.setdefault(j["cell"], {**j, "results": []})
+            for r in j["results"]:
+                if (j["cell"], r["seed"]) in seen:
+                    raise SystemExit(f"{src}: {j['cell']} seed {r['seed']} is also in "
+                                     f"{seen[(j['cell'], r['seed'])]}; give each seed once")
+                seen[(j["cell"], r["seed"])] = src
+                cell["results"].append(r)
+    return {"runs": runs, "jobs": list(jobs.values())}
+
+
 def screen_rows(data: dict, screen_seeds: int) -> tuple[list[dict], list[str], str]:
     """(ranked rows, grid keys, metric): one row per KD cell over its seeds < screen_seeds."""
     jobs = [j for j in data["jobs"] if not j["cell"].endswith("-hard")]
@@ -64,10 +83,17 @@ def _short(v) -> str:
 
 def markdown(data: dict, rows: list[dict], keys: list[str], metric: str, source: str) -> str:
     by_cell = {j["cell"]: j for j in data["jobs"]}
-    lines = [f"# Sweep trained on {data['device']}", "",
-             f"Made by `python benchmarks/sweep_table.py {source} --out <this folder>` from the "
-             f"seeds that file holds ({data['parallel']} seeds at once, {data['wall_s']} s in "
-             "all). Word lists are named by their first word.", "",
+    runs = data["runs"]
+    if len(runs) == 1:
+        held = (f"the seeds that file holds ({runs[0]['parallel']} seeds at once, "
+                f"{runs[0]['wall_s']} s in all)")
+    else:
+        held = "the seeds those files hold (" + "; ".join(
+            f"{r['source']}: {r['parallel']} seeds at once, {r['wall_s']} s" for r in runs) + ")"
+    devices = " and ".join(dict.fromkeys(r["device"] for r in runs))
+    lines = [f"# Sweep trained on {devices}", "",
+             f"Made by `python benchmarks/sweep_table.py {source} --out <this folder>` from "
+             f"{held}. Word lists are named by their first word.", "",
              "## Confirmation: final top-1, mean +- population std (seeds)", "",
              "| cell | " + " | ".join(keys) + " | KD | hard labels |",
              "|---" * (len(keys) + 3) + "|"]
@@ -78,6 +104,8 @@ def markdown(data: dict, rows: list[dict], keys: list[str], metric: str, source:
         point = j.get("point") or {}
         lines.append(f"| {j['cell']} | " + " | ".join(_short(point.get(k)) for k in keys)
                      + f" | {_cell(j['results'])} | {_cell(hard)} |")
+    if not any(len(j["results"]) > 1 for j in data["jobs"]):
+        lines[-2:] = ["No cell was trained at more than one seed: a screen only."]
     lines += ["", f"## Screen: ranked by {metric} over the screen seeds", "",
               "| rank | cell | " + " | ".join(keys) + " | final top-1 | "
               + " | ".join(SET_COLUMNS) + " |", "|---" * (len(keys) + 3 + len(SET_COLUMNS)) + "|"]
@@ -92,18 +120,20 @@ def markdown(data: dict, rows: list[dict], keys: list[str], metric: str, source:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("seeds_json", help="a gpu_seeds.json of a sweep bundle")
+    p.add_argument("seeds_json", nargs="+",
+                   help="the gpu_seeds.json of a sweep bundle; several (runs of the same "
+                        "bundle, e.g. a screen and a later confirmation) are merged")
     p.add_argument("--out", required=True, help="folder for results.csv, results.png, README.md")
     p.add_argument("--screen-seeds", type=int, default=1,
                    help="seeds 0..N-1 of each cell make its screen figure (default 1, the sweep's)")
     p.add_argument("--title", default="compensation sweep", help="the plot's title")
     args = p.parse_args(argv)
-    data = json.loads(Path(args.seeds_json).read_text())
+    data = merged(args.seeds_json)
     rows, keys, metric = screen_rows(data, args.screen_seeds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = write_results(rows, keys, metric, out, title=args.title)
-    (out / "README.md").write_text(markdown(data, rows, keys, metric, args.seeds_json))
+    (out / "README.md").write_text(markdown(data, rows, keys, metric, " ".join(args.seeds_json)))
     print(f"wrote {csv_path}, {png_path}, {out / 'README.md'}")
     return 0
 

@@ -79,11 +79,40 @@ def test_confirm_screens_kd_cells_first_with_the_baseline_and_ranks_by_the_jobs_
         gpu_student.matching(jobs, ["nope*"], "--keep")
 
 
+@pytest.mark.parametrize("dataset, files", [
+    ("cifar10", ["gpu_seeds.json"]),  # screen and confirmation in one H200 run
+    ("imagenette", ["screen_seeds.json", "confirm_seeds.json"]),  # two CPU runs
+])
 def test_the_committed_compensation_sweep_tables_re_derive_from_their_committed_seeds(
-        tmp_path, monkeypatch):
+        dataset, files, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    seeds = "benchmarks/results/sweep_compensation_cifar10_seeds/gpu_seeds.json"
-    sweep_table.main([seeds, "--out", str(tmp_path)])
-    docs = REPO / "docs" / "sweeps" / "compensation_cifar10"
+    seeds = [f"benchmarks/results/sweep_compensation_{dataset}_seeds/{f}" for f in files]
+    sweep_table.main(seeds + ["--out", str(tmp_path)])
+    docs = REPO / "docs" / "sweeps" / f"compensation_{dataset}"
     for name in ("README.md", "results.csv"):
         assert (tmp_path / name).read_text() == (docs / name).read_text(), name
+
+
+def test_a_sweep_table_merges_a_screen_and_a_later_confirmation_and_refuses_a_seed_twice(tmp_path):
+    res = lambda s, v: {"seed": s, "top1_final": v, "top1_best": v + 1, "wall_s": 10.0,  # noqa: E731
+                        "device": "cpu"}
+    def run(name, parallel, cells):
+        path = tmp_path / name
+        path.write_text(json.dumps({"device": "cpu", "parallel": parallel, "wall_s": 5.0, "jobs": [
+            {"cell": c, "point": {"s": 0.25} if c != "baseline" else None, "metric": "best_top1",
+             "results": [res(s, v) for s, v in seeds]} for c, seeds in cells.items()]}))
+        return str(path)
+    screen = run("screen.json", 3, {"baseline": [(0, 40.0)], "t000": [(0, 42.0)]})
+    confirm = run("confirm.json", 4, {"baseline": [(1, 44.0), (2, 42.0)], "t000": [(1, 43.0)]})
+    sweep_table.main([screen, confirm, "--out", str(tmp_path / "out")])
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "screen.json: 3 seeds at once" in readme and "confirm.json: 4 seeds at once" in readme
+    assert "| baseline | - | 42.00 +- 1.63 (3) | - |" in readme  # all three seeds, in one cell
+    assert "| t000 | 0.25 | 42.50 +- 0.50 (2) | - |" in readme
+    # The screen ranks seed 0 only, whatever the confirmation added.
+    assert "| 1 | t000 | 0.25 | 42.00 |" in readme
+    with pytest.raises(SystemExit, match="t000 seed 0 is also in .*screen.json"):
+        sweep_table.main([screen, run("again.json", 1, {"t000": [(0, 41.0)]}), "--out", str(tmp_path)])
+    # One file with no cell past one seed says it holds a screen only.
+    sweep_table.main([screen, "--out", str(tmp_path / "one")])
+    assert "a screen only" in (tmp_path / "one" / "README.md").read_text()
