@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the student's training resolution, e.g. 224 for the GPU "
                         "protocol (a different measurement: --import ignores it)")
     p.add_argument("--deadline", type=float, default=540.0,
-                   help="seconds after which seeds still running are stopped (default 540)")
+                   help="seconds after which seeds still running are stopped (default 540, to fit a "
+                        "borrowed GPU's 10-minute call; on CPU a 300-epoch seed takes about an "
+                        "hour, so give e.g. 12000)")
     p.add_argument("--record-from", nargs=2, metavar=("SEEDS_JSON", "NAME"),
                    help=f"no training: turn a {RESULT} that ran under an override (which "
                         "--import does not take) into the benchmark record results/NAME.json that "

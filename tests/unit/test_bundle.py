@@ -81,7 +81,7 @@ def test_confirm_screens_kd_cells_first_with_the_baseline_and_ranks_by_the_jobs_
 
 @pytest.mark.parametrize("dataset, files", [
     ("cifar10", ["gpu_seeds.json"]),  # screen and confirmation in one H200 run
-    ("imagenette", ["screen_seeds.json", "confirm_seeds.json"]),  # two CPU runs
+    ("imagenette", ["screen_seeds.json", "confirm_seeds.json", "hard_seeds.json"]),  # 3 CPU runs
 ])
 def test_the_committed_compensation_sweep_tables_re_derive_from_their_committed_seeds(
         dataset, files, tmp_path, monkeypatch):
