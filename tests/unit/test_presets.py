@@ -54,10 +54,20 @@ def test_the_imagenette_default_is_the_compensation_setting_its_sweep_confirmed(
     """The one setting that passed issue 26's rule (committed seeds: 3 KD seeds above selection
     only by more than one std) is the imagenette preset's default, word for word."""
     import json
+    from dc3ray.core.training import summarize_seeds
     from dc3ray.pipeline.sweep import load_sweep
-    seeds = REPO / "benchmarks/results/sweep_compensation_imagenette_seeds/confirm_seeds.json"
+    store = REPO / "benchmarks/results/sweep_compensation_imagenette_seeds"
+    seeds = store / "confirm_seeds.json"
     (job,) = [j for j in json.loads(seeds.read_text())["jobs"] if j["cell"] == "t001"]
     assert len(job["results"]) == 2  # seeds 1 and 2; seed 0 is the screen's
+    # The rule itself, on the KD seeds of the screen and the confirmation (the preset's protocol).
+    kd = {c: [r for f in ("screen_seeds.json", "confirm_seeds.json")
+              for j in json.loads((store / f).read_text())["jobs"] if j["cell"] == c
+              for r in j["results"]] for c in ("t001", "baseline")}
+    for cell in kd.values():
+        assert sorted(r["seed"] for r in cell) == [0, 1, 2]
+    ours, base = summarize_seeds(kd["t001"]), summarize_seeds(kd["baseline"])
+    assert ours["final_mean"] - base["final_mean"] > max(ours["final_std"], base["final_std"])
     swept = load_sweep(REPO / "configs/sweep_compensation_imagenette.yaml",
                        [f"{k}={json.dumps(v)}" for k, v in job["point"].items()]).base.compensate
     preset = load_config(CondenseConfig, REPO / "configs" / "imagenette.yaml").compensate
